@@ -1,0 +1,9 @@
+"""vlprune: make vision-language models cheaper to train and run, and measure it honestly."""
+
+from vlprune.config import ConfigError, ModelConfig, TextConfig, VisionConfig
+from vlprune.models.io import CheckpointError, build_model, create_model, load, load_tokenizer, save
+from vlprune.registry import list_models, register_model
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "ModelConfig", "TextConfig", "VisionConfig", "CheckpointError", "build_model",
+           "create_model", "load", "load_tokenizer", "save", "list_models", "register_model"]

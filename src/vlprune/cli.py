@@ -1,0 +1,157 @@
+"""``vlprune`` command line: train | eval | info | demo.
+
+User errors (bad values, missing files, checkpoints that do not fit) print one line ``vlprune: error: ...``
+and exit with status 2; nothing prints a PyTorch traceback for a mistake the user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from vlprune.config import ConfigError
+from vlprune.data.images import ImageLoadError
+from vlprune.models.io import CheckpointError, load, load_tokenizer, resolve
+from vlprune.registry import list_models
+
+USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, FileNotFoundError)
+
+
+def _tasks(spec: str) -> dict[str, float]:
+    """``itc,itm:0.5,mlm`` -> {"itc": 1.0, "itm": 0.5, "mlm": 1.0}."""
+    tasks = {}
+    for part in spec.split(","):
+        name, _, weight = part.partition(":")
+        try:
+            tasks[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"--tasks {spec!r}: weight {weight!r} of {name!r} is not a number") from None
+    return tasks
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vlprune.train.recipe import train
+    from vlprune.train.trainer import TrainConfig
+
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         warmup_steps=args.warmup_steps, grad_accum=args.grad_accum, seed=args.seed,
+                         ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
+    init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
+    final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size)
+    print(f"saved {final}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vlprune.eval.evaluate import evaluate
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    model = load(args.model)
+    result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k)
+    result["threads"] = torch.get_num_threads()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vlprune.eval.flops import model_gflops
+    from vlprune.models.io import create_model
+
+    model = create_model(args.model) if args.model in list_models() and not _has_weights(args.model) \
+        else load(args.model)
+    cfg = model.config
+    print(f"{cfg.name or args.model}: kind={cfg.kind} params={model.num_params():,} "
+          f"(vision {model.num_params('vision'):,}, text {model.num_params('text'):,})")
+    for key, value in model_gflops(cfg).items():
+        print(f"  {key}: {value:.4f}")
+    for tower, tcfg in (("vision", cfg.vision), ("text", cfg.text)):
+        print(f"  {tower}: width {tcfg.width}, head_dim {tcfg.head_dim}, {tcfg.num_layers} layers")
+        cross = getattr(tcfg, "cross_attention_layers", ())
+        for i in range(tcfg.num_layers):
+            extra = " +cross-attention" if i in cross else ""
+            print(f"    layer {i} (orig {tcfg.layer_map[i]}): heads {tcfg.num_heads[i]}, "
+                  f"mlp {tcfg.intermediate_size[i]}{extra}")
+    return 0
+
+
+def _has_weights(name: str) -> bool:
+    try:
+        resolve(name)
+        return True
+    except CheckpointError:
+        return False
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vlprune.demo import run_demo
+
+    run_demo(Path(args.out), count=args.count)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlprune", description="Make vision-language models cheaper to train "
+                                     "and run, and measure it honestly.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on the toy world (single process or under torchrun)")
+    p.add_argument("--model", required=True, help=f"architecture ({', '.join(list_models())}) or checkpoint dir")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model/)")
+    p.add_argument("--tasks", default="itc", help="comma list of itc,itm,mlm,vqa with optional :weight")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--init-from", help="checkpoint (dir or bundled name) to initialise weights from")
+    p.add_argument("--init-parts", default="", help="comma list of top-level parts to copy, e.g. visual,visual_proj")
+    p.add_argument("--train-size", type=int, help="number of training scenes (default: the whole split)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")
+    p.add_argument("--model", required=True, help="bundled model name or checkpoint directory")
+    p.add_argument("--task", default="retrieval", choices=["retrieval", "zeroshot", "vqa"])
+    p.add_argument("--data", default="toyworld:val", help="toyworld:SPLIT[:COUNT]")
+    p.add_argument("--out", help="write the result JSON here")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of the top-k (fusion models; 0 = off)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("info", help="params, per-layer shapes and GFLOPs of a model")
+    p.add_argument("model", help="architecture name, bundled model or checkpoint directory")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="evaluate the bundled models on the toy world and write a report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--count", type=int, default=1000, help="validation pairs / questions per task")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"vlprune: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

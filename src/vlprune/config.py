@@ -1,0 +1,250 @@
+"""Model configs: frozen dataclasses, validated on construction, with a JSON round trip.
+
+Every bad value raises ``ConfigError`` (a ``ValueError``) naming the field, the value and what is allowed.
+Per-layer lists (``num_heads``, ``intermediate_size``, ``layer_map``) let structured pruning describe
+non-uniform models; an int given for a per-layer field is broadcast to every layer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or inconsistent."""
+
+
+def _require(ok: bool, owner: str, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{owner}.{name}={value!r} is invalid: expected {allowed}")
+
+
+def _per_layer(owner: str, name: str, value: Any, num_layers: int) -> tuple[int, ...]:
+    """Broadcast an int to every layer, or check a list has one int per layer."""
+    if isinstance(value, bool):
+        _require(False, owner, name, value, "an int or a list of ints")
+    if isinstance(value, int):
+        return (value,) * num_layers
+    _require(isinstance(value, (list, tuple)), owner, name, value, "an int or a list of ints")
+    _require(len(value) == num_layers, owner, name, value, f"a list of {num_layers} entries (one per layer)")
+    for v in value:
+        _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, owner, name, value,
+                 "non-negative ints")
+    return tuple(value)
+
+
+def _positive_int(owner: str, name: str, value: Any) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, owner, name, value,
+             "a positive int")
+
+
+def _unknown_keys(cls: type, data: dict[str, Any]) -> None:
+    known = {f.name for f in fields(cls)}
+    extra = sorted(set(data) - known)
+    if extra:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {extra}; known fields are {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """Fields shared by the vision and text transformers."""
+
+    width: int = 128
+    num_layers: int = 12
+    head_dim: int = 32
+    num_heads: tuple[int, ...] | int = 4
+    intermediate_size: tuple[int, ...] | int = 512
+    layer_map: tuple[int, ...] | None = None
+    pre_norm: bool = True
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    qkv_bias: bool = True
+
+    def _validate_tower(self) -> None:
+        owner = type(self).__name__
+        _positive_int(owner, "width", self.width)
+        _positive_int(owner, "head_dim", self.head_dim)
+        _require(isinstance(self.num_layers, int) and self.num_layers >= 0, owner, "num_layers",
+                 self.num_layers, "an int >= 0")
+        object.__setattr__(self, "num_heads", _per_layer(owner, "num_heads", self.num_heads, self.num_layers))
+        object.__setattr__(self, "intermediate_size",
+                           _per_layer(owner, "intermediate_size", self.intermediate_size, self.num_layers))
+        layer_map = tuple(range(self.num_layers)) if self.layer_map is None else self.layer_map
+        layer_map = _per_layer(owner, "layer_map", list(layer_map), self.num_layers)
+        _require(list(layer_map) == sorted(set(layer_map)), owner, "layer_map", layer_map,
+                 "strictly increasing original layer indices")
+        object.__setattr__(self, "layer_map", layer_map)
+        _require(self.act in ("gelu", "gelu_tanh", "quick_gelu", "relu"), owner, "act", self.act,
+                 "one of gelu, gelu_tanh, quick_gelu, relu")
+        _require(isinstance(self.layer_norm_eps, float) and 0 < self.layer_norm_eps < 1, owner,
+                 "layer_norm_eps", self.layer_norm_eps, "a float in (0, 1)")
+
+
+@dataclass(frozen=True)
+class VisionConfig(TowerConfig):
+    """ViT: patch embedding, [CLS], learned position embeddings, blocks, final norm on [CLS]."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    channels: int = 3
+    ln_pre: bool = False
+    patch_bias: bool = True
+    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def __post_init__(self) -> None:
+        self._validate_tower()
+        owner = "VisionConfig"
+        _positive_int(owner, "image_size", self.image_size)
+        _positive_int(owner, "patch_size", self.patch_size)
+        _positive_int(owner, "channels", self.channels)
+        _require(self.image_size % self.patch_size == 0, owner, "patch_size", self.patch_size,
+                 f"a divisor of image_size={self.image_size}")
+        for name in ("image_mean", "image_std"):
+            value = tuple(getattr(self, name))
+            _require(len(value) == self.channels and all(isinstance(v, (int, float)) for v in value), owner, name,
+                     value, f"{self.channels} numbers (one per channel)")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        _require(all(v > 0 for v in self.image_std), owner, "image_std", self.image_std, "positive numbers")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class TextConfig(TowerConfig):
+    """Text transformer: ``flavour='clip'`` (causal, pooled at the EOT token, pre-LN) or ``'bert'``
+    (bidirectional, pooled at [CLS], post-LN, embedding LayerNorm).
+
+    ``cross_attention_layers`` lists the layers that also attend to image tokens (fusion layers).
+    """
+
+    flavour: str = "clip"
+    vocab_size: int = 1000
+    max_length: int = 32
+    pad_token_id: int = 0
+    eot_token_id: int | None = None
+    cross_attention_layers: tuple[int, ...] = ()
+    encoder_width: int | None = None
+
+    def __post_init__(self) -> None:
+        self._validate_tower()
+        owner = "TextConfig"
+        _require(self.flavour in ("clip", "bert"), owner, "flavour", self.flavour, "'clip' or 'bert'")
+        _positive_int(owner, "vocab_size", self.vocab_size)
+        _positive_int(owner, "max_length", self.max_length)
+        _require(0 <= self.pad_token_id < self.vocab_size, owner, "pad_token_id", self.pad_token_id,
+                 f"an id in [0, {self.vocab_size})")
+        if self.eot_token_id is not None:
+            _require(0 <= self.eot_token_id < self.vocab_size, owner, "eot_token_id", self.eot_token_id,
+                     f"None or an id in [0, {self.vocab_size})")
+        cross = tuple(self.cross_attention_layers)
+        _require(all(isinstance(i, int) and 0 <= i < self.num_layers for i in cross) and len(set(cross)) ==
+                 len(cross), owner, "cross_attention_layers", cross,
+                 f"distinct layer indices in [0, {self.num_layers})")
+        object.__setattr__(self, "cross_attention_layers", tuple(sorted(cross)))
+        if cross:
+            _require(self.flavour == "bert", owner, "cross_attention_layers", cross,
+                     "empty for flavour='clip' (cross-attention needs the BERT-style encoder)")
+            _require(self.encoder_width is not None and self.encoder_width > 0, owner, "encoder_width",
+                     self.encoder_width, "the vision width (a positive int) when cross_attention_layers is set")
+
+    @property
+    def fusion_start(self) -> int:
+        """First fusion layer (ALBEF split): layers before it are the text-only encoder."""
+        return self.cross_attention_layers[0] if self.cross_attention_layers else self.num_layers
+
+
+_KINDS = ("clip", "fusion")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole model: ``kind='clip'`` (dual encoder, ITC) or ``'fusion'`` (ALBEF-style: ITC + ITM + VQA).
+
+    Fusion models run the text layers before ``text.fusion_start`` as the unimodal text encoder and the
+    remaining layers (with cross-attention to image tokens) as the multimodal encoder.
+    """
+
+    kind: str = "clip"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    embed_dim: int = 128
+    init_logit_scale: float = 2.6592  # log(1/0.07), as CLIP
+    num_answers: int = 0              # VQA classifier size (fusion only; 0 = no VQA head)
+    name: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        owner = "ModelConfig"
+        _require(self.kind in _KINDS, owner, "kind", self.kind, f"one of {_KINDS}")
+        _require(isinstance(self.vision, VisionConfig), owner, "vision", type(self.vision).__name__,
+                 "a VisionConfig")
+        _require(isinstance(self.text, TextConfig), owner, "text", type(self.text).__name__, "a TextConfig")
+        _positive_int(owner, "embed_dim", self.embed_dim)
+        _require(isinstance(self.num_answers, int) and self.num_answers >= 0, owner, "num_answers",
+                 self.num_answers, "an int >= 0")
+        _require(self.format_version == FORMAT_VERSION, owner, "format_version", self.format_version,
+                 f"{FORMAT_VERSION} (this vlprune reads format {FORMAT_VERSION}; upgrade vlprune to read newer "
+                 "checkpoints)")
+        if self.kind == "fusion":
+            _require(bool(self.text.cross_attention_layers), owner, "text.cross_attention_layers",
+                     self.text.cross_attention_layers, "at least one fusion layer for kind='fusion'")
+            _require(self.text.encoder_width == self.vision.width, owner, "text.encoder_width",
+                     self.text.encoder_width, f"the vision width {self.vision.width}")
+        else:
+            _require(self.num_answers == 0, owner, "num_answers", self.num_answers, "0 for kind='clip'")
+            _require(not self.text.cross_attention_layers, owner, "text.cross_attention_layers",
+                     self.text.cross_attention_layers, "empty for kind='clip'")
+
+    # -- JSON round trip ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _lists(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"ModelConfig: expected a JSON object, got {type(data).__name__}")
+        _unknown_keys(cls, data)
+        data = dict(data)
+        for key, sub in (("vision", VisionConfig), ("text", TextConfig)):
+            if key in data:
+                if not isinstance(data[key], dict):
+                    raise ConfigError(f"ModelConfig.{key}: expected a JSON object, got {data[key]!r}")
+                _unknown_keys(sub, data[key])
+                data[key] = sub(**_tuples(data[key]))
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> ModelConfig:
+        source = str(text_or_path)
+        text = Path(source).read_text() if not source.lstrip().startswith("{") else source
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config {source[:80]!r} is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_lists(v) for v in obj]
+    return obj
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

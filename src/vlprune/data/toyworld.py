@@ -1,0 +1,239 @@
+"""The toy world: a seeded, procedural world of captioned scenes and targeted questions.
+
+A scene is a 4x4 grid of cells on a noisy background; 2-4 cells hold an object (colour x shape x size).
+Captions mention a *subset* of the objects (as real captions do) and questions target one object, so
+text guidance has something to find. Everything is a pure function of (split seed, index): no files,
+no state, identical on every machine and every rank.
+
+Ambiguity is measured, not assumed: ``ceiling`` computes, for a set of pairs, the best R@1 any model
+could reach (a caption can truly describe several images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (235, 220, 50),
+    "purple": (150, 60, 200), "orange": (245, 140, 30), "white": (240, 240, 240), "cyan": (50, 210, 220),
+}
+SHAPES = ("square", "circle", "triangle", "cross", "diamond")
+SIZES = ("small", "big")
+ROWS = ("top", "upper", "lower", "bottom")
+COLS = ("left", "midleft", "midright", "right")
+GRID = 4
+SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3, "zeroshot": 4}
+SPLIT_SIZES = {"train": 200_000, "val": 1_000, "test": 1_000, "zeroshot": 1_000}
+
+QUESTION_TYPES = ("colour", "shape", "size", "count", "exists", "where")
+ANSWERS: tuple[str, ...] = (tuple(COLOURS) + SHAPES + SIZES + ("0", "1", "2", "3", "4", "yes", "no")
+                            + tuple(f"{r}-{c}" for r in ROWS for c in COLS))
+
+
+@dataclass(frozen=True)
+class ToyObject:
+    colour: str
+    shape: str
+    size: str
+    cell: int  # row * GRID + col
+
+    @property
+    def where(self) -> str:
+        return f"{ROWS[self.cell // GRID]} {COLS[self.cell % GRID]}"
+
+    def phrase(self, with_position: bool = True) -> str:
+        text = f"a {self.size} {self.colour} {self.shape}"
+        return f"{text} at {self.where}" if with_position else text
+
+
+@dataclass(frozen=True)
+class Mention:
+    """What a caption says about one object: position may be left out."""
+
+    obj: ToyObject
+    with_position: bool
+
+    def matches(self, other: ToyObject) -> bool:
+        same = (self.obj.colour, self.obj.shape, self.obj.size) == (other.colour, other.shape, other.size)
+        return same and (not self.with_position or self.obj.cell == other.cell)
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[ToyObject, ...]
+    mentions: tuple[Mention, ...]
+    question: str
+    answer: str
+    question_type: str
+    background: tuple[int, int, int]
+    seed: int
+
+    @property
+    def caption(self) -> str:
+        return " and ".join(m.obj.phrase(m.with_position) for m in self.mentions)
+
+    def described_by(self, mentions: tuple[Mention, ...]) -> bool:
+        """True if every mentioned object matches a distinct object of this scene."""
+        return _assign(list(mentions), list(self.objects))
+
+
+def _assign(mentions: list[Mention], objects: list[ToyObject]) -> bool:
+    if not mentions:
+        return True
+    first, rest = mentions[0], mentions[1:]
+    return any(first.matches(o) and _assign(rest, objects[:i] + objects[i + 1:]) for i, o in enumerate(objects))
+
+
+def _rng(split_seed: int, index: int, world_seed: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{world_seed}/{split_seed}/{index}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+class ToyWorld:
+    """Deterministic generator of one split. ``len`` is the split size; ``scene(i)`` and ``image(i)`` are pure."""
+
+    def __init__(self, split: str = "train", image_size: int = 64, seed: int = 0, size: int | None = None,
+                 min_objects: int = 2, max_objects: int = 4, omit_position_rate: float = 0.2):
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"split={split!r}: expected one of {sorted(SPLIT_SEEDS)}")
+        if image_size < 32 or image_size % GRID:
+            raise ValueError(f"image_size={image_size}: expected a multiple of {GRID} that is >= 32")
+        if not 1 <= min_objects <= max_objects <= GRID * GRID:
+            raise ValueError(f"min_objects={min_objects}, max_objects={max_objects}: need 1 <= min <= max <= 16")
+        if not 0.0 <= omit_position_rate <= 1.0:
+            raise ValueError(f"omit_position_rate={omit_position_rate}: expected a value in [0, 1]")
+        self.split, self.image_size, self.seed = split, image_size, seed
+        self.size = SPLIT_SIZES[split] if size is None else size
+        if self.size <= 0:
+            raise ValueError(f"size={self.size}: expected a positive number of scenes")
+        self.min_objects, self.max_objects = (1, 1) if split == "zeroshot" else (min_objects, max_objects)
+        self.omit_position_rate = omit_position_rate
+
+    def __len__(self) -> int:
+        return self.size
+
+    def scene(self, index: int) -> Scene:
+        if not 0 <= index < self.size:
+            raise IndexError(f"scene {index} is outside split {self.split!r} of size {self.size}")
+        rng = _rng(SPLIT_SEEDS[self.split], index, self.seed)
+        n = int(rng.integers(self.min_objects, self.max_objects + 1))
+        cells = rng.choice(GRID * GRID, size=n, replace=False)
+        objects = tuple(
+            ToyObject(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), str(rng.choice(SIZES)), int(c))
+            for c in cells
+        )
+        n_mention = n if n <= 2 else int(rng.integers(2, n + 1))
+        mentioned = rng.choice(n, size=n_mention, replace=False)
+        mentions = tuple(Mention(objects[i], bool(rng.random() >= self.omit_position_rate)) for i in mentioned)
+        if n_mention >= 2 and not any(m.with_position for m in mentions):
+            mentions = (Mention(mentions[0].obj, True),) + mentions[1:]
+        qtype, question, answer = _question(objects, rng)
+        background = tuple(int(v) for v in rng.integers(20, 90, size=3))
+        return Scene(objects, mentions, question, answer, qtype, background, int(rng.integers(2**31)))
+
+    def image(self, index: int) -> np.ndarray:
+        """The scene rendered as (H, W, 3) uint8."""
+        return render(self.scene(index), self.image_size)
+
+    def classification(self, index: int) -> tuple[np.ndarray, int]:
+        """Zero-shot split: a single-object image and its class index into ``class_names()``."""
+        obj = self.scene(index).objects[0]
+        return self.image(index), class_names().index(f"{obj.colour} {obj.shape}")
+
+
+def class_names() -> list[str]:
+    """Zero-shot classes: colour x shape."""
+    return [f"{c} {s}" for c in COLOURS for s in SHAPES]
+
+
+ZEROSHOT_TEMPLATES = ("a {}", "a small {}", "a big {}")
+
+
+def _question(objects: tuple[ToyObject, ...], rng: np.random.Generator) -> tuple[str, str, str]:
+    """A question about one object (or the scene, for counts) with an answer from ``ANSWERS``."""
+    qtype = str(rng.choice(QUESTION_TYPES))
+    target = objects[int(rng.integers(len(objects)))]
+    if qtype == "colour":
+        return qtype, f"what colour is the object at {target.where}", target.colour
+    if qtype == "shape":
+        return qtype, f"what shape is the object at {target.where}", target.shape
+    if qtype == "size":
+        return qtype, f"what size is the object at {target.where}", target.size
+    if qtype == "count":
+        colour = str(rng.choice(list(COLOURS))) if rng.random() < 0.5 else target.colour
+        return qtype, f"how many {colour} objects are there", str(sum(o.colour == colour for o in objects))
+    if qtype == "exists":
+        if rng.random() < 0.5:
+            colour, shape = target.colour, target.shape
+        else:
+            colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))
+        found = any(o.colour == colour and o.shape == shape for o in objects)
+        return qtype, f"is there a {colour} {shape}", "yes" if found else "no"
+    same_kind = [o for o in objects if (o.colour, o.shape) == (target.colour, target.shape)]
+    if len(same_kind) > 1:  # "where" needs a unique referent; fall back to its colour
+        return "colour", f"what colour is the object at {target.where}", target.colour
+    row, col = target.where.split()
+    return qtype, f"where is the {target.colour} {target.shape}", f"{row}-{col}"
+
+
+def _shape_mask(shape: str, extent: int) -> np.ndarray:
+    """Boolean mask (extent, extent) of a shape filling its box."""
+    yy, xx = np.mgrid[0:extent, 0:extent].astype(np.float32) + 0.5
+    c = extent / 2.0
+    dy, dx = yy - c, xx - c
+    if shape == "square":
+        return np.ones((extent, extent), dtype=bool)
+    if shape == "circle":
+        return dy**2 + dx**2 <= c**2
+    if shape == "diamond":
+        return np.abs(dy) + np.abs(dx) <= c
+    if shape == "cross":
+        arm = max(extent / 6.0, 1.0)
+        return (np.abs(dy) <= arm) | (np.abs(dx) <= arm)
+    if shape == "triangle":  # apex up
+        return (yy >= 0) & (np.abs(dx) <= yy / 2.0 + 0.5)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render(scene: Scene, image_size: int) -> np.ndarray:
+    rng = np.random.default_rng(scene.seed)
+    img = np.empty((image_size, image_size, 3), dtype=np.float32)
+    img[:] = scene.background
+    img += rng.normal(0.0, 8.0, size=img.shape)
+    cell = image_size // GRID
+    for obj in scene.objects:
+        extent = int(round(cell * (0.9 if obj.size == "big" else 0.55)))
+        slack = cell - extent
+        top = (obj.cell // GRID) * cell + int(rng.integers(0, slack + 1))
+        left = (obj.cell % GRID) * cell + int(rng.integers(0, slack + 1))
+        colour = np.clip(np.array(COLOURS[obj.colour]) + rng.integers(-20, 21, size=3), 0, 255)
+        mask = _shape_mask(obj.shape, extent)
+        patch = img[top:top + extent, left:left + extent]
+        patch[mask] = colour
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def ceiling(world: ToyWorld, count: int | None = None) -> dict[str, float]:
+    """Best achievable R@1 on the first ``count`` pairs: mean of 1/#images each caption truly describes
+    (text->image) and 1/#captions that truly describe each image (image->text)."""
+    described = positives(world, count)
+    return {"image_retrieval_ceiling@1": float(np.mean(1.0 / described.sum(axis=1))),
+            "text_retrieval_ceiling@1": float(np.mean(1.0 / described.sum(axis=0)))}
+
+
+def positives(world: ToyWorld, count: int | None = None) -> np.ndarray:
+    """Bool matrix [caption, image]: caption j truly describes image i (for semantic recall)."""
+    count = len(world) if count is None else count
+    scenes = [world.scene(i) for i in range(count)]
+    return np.array([[s.described_by(c.mentions) for s in scenes] for c in scenes])
+
+
+def vocabulary() -> list[str]:
+    """Every word captions, questions and prompts of the toy world use."""
+    words = {"a", "at", "and", "what", "colour", "is", "the", "object", "shape", "size", "how", "many",
+             "objects", "are", "there", "where"}
+    words |= set(COLOURS) | set(SHAPES) | set(SIZES) | set(ROWS) | set(COLS)
+    return sorted(words)

@@ -1,0 +1,166 @@
+"""Evaluate a model on a task: retrieval (with ITM re-ranking for fusion models), zero-shot classification
+or VQA. Every result also records the model's parameters and analytic GFLOPs (DESIGN section 8)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vlprune.data.pairs import to_pixels
+from vlprune.data.toyworld import ANSWERS, ZEROSHOT_TEMPLATES, ToyWorld, class_names, positives
+from vlprune.eval.flops import model_gflops
+from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
+from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
+from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
+from vlprune.models.fusion import FusionModel
+from vlprune.models.io import Model
+from vlprune.models.layers import TokenState
+from vlprune.tokenizer import WordTokenizer
+
+TASKS = ("retrieval", "zeroshot", "vqa")
+
+
+def parse_data(spec: str, task: str) -> tuple[str, int | None]:
+    """``toyworld:SPLIT[:COUNT]`` -> (split, count). The zero-shot task always uses the zeroshot split."""
+    parts = spec.split(":")
+    if parts[0] != "toyworld" or len(parts) not in (2, 3):
+        raise ValueError(f"--data {spec!r}: expected toyworld:SPLIT or toyworld:SPLIT:COUNT "
+                         "(e.g. toyworld:val); real datasets arrive with the dataset loaders")
+    count = int(parts[2]) if len(parts) == 3 else None
+    split = "zeroshot" if task == "zeroshot" else parts[1]
+    return split, count
+
+
+def _chunks(n: int, size: int, desc: str) -> Iterator[range]:
+    for start in tqdm(range(0, n, size), desc=desc, leave=False, unit="batch"):
+        yield range(start, min(n, start + size))
+
+
+@torch.no_grad()
+def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised image embeddings (count, E) and final image tokens (count, N, D)."""
+    embs, tokens = [], []
+    for idx in _chunks(count, batch_size, "images"):
+        state = model.visual(to_pixels([world.image(i) for i in idx], model.config.vision))
+        embs.append(torch.nn.functional.normalize(model.visual_proj(state.x[:, 0]), dim=-1))
+        tokens.append(state.x)
+    return torch.cat(embs), torch.cat(tokens)
+
+
+@torch.no_grad()
+def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch_size: int):
+    """Normalised text embeddings, unimodal text tokens and attention masks."""
+    embs, tokens, masks = [], [], []
+    for idx in _chunks(len(texts), batch_size, "texts"):
+        ids, mask = tokenizer([texts[i] for i in idx])
+        state = model.text(ids, mask)
+        pooled = state.x[torch.arange(len(ids)), model.text.pool_index(ids, mask)]
+        embs.append(torch.nn.functional.normalize(model.text_proj(pooled), dim=-1))
+        tokens.append(state.x)
+        masks.append(mask)
+    return torch.cat(embs), torch.cat(tokens), torch.cat(masks)
+
+
+def _costs(model: Model, text_length: int) -> dict[str, float]:
+    return {"params": model.num_params(), "vision_params": model.num_params("vision"),
+            "text_params": model.num_params("text"), **model_gflops(model.config, text_length)}
+
+
+@torch.no_grad()
+def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
+                       batch_size: int = 128, rerank_k: int = 16) -> dict:
+    """R@1/5/10 both ways (CLIP_benchmark keys) plus semantic recall and the split's ceiling.
+    Fusion models re-rank each query's top ``rerank_k`` ITC candidates with ITM (``rerank_k=0``: ITC only)."""
+    count = len(world) if count is None else min(count, len(world))
+    captions = [world.scene(i).caption for i in range(count)]
+    image_emb, image_tokens = _image_states(model, world, count, batch_size)
+    text_emb, text_tokens, text_masks = _text_states(model, tokenizer, captions, batch_size)
+    similarity = image_emb @ text_emb.T
+    truth = torch.from_numpy(positives(world, count))
+    first_stage = retrieval_metrics(similarity, list(range(count)), text_positives=truth)
+    result: dict = {}
+    if isinstance(model, FusionModel) and rerank_k:
+        result.update({"itc_" + k: v for k, v in first_stage.items() if not k.startswith("semantic")})
+        def itm(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            texts = TokenState(x=text_tokens[cols], mask=text_masks[cols].bool())
+            fused = model.fuse(texts, TokenState(x=image_tokens[rows]))
+            return model.itm_head(fused.x[:, 0]).softmax(-1)[:, 1]
+
+        i2t = rerank_topk(similarity, rerank_k, itm, batch_size)
+        t2i = rerank_topk(similarity.T, rerank_k, lambda r, c: itm(c, r), batch_size)
+        text_side = retrieval_metrics(i2t, list(range(count)), text_positives=truth)
+        image_side = retrieval_metrics(t2i.T, list(range(count)), text_positives=truth)
+        metrics = {k: (text_side if "text_retrieval" in k else image_side)[k] for k in text_side}
+        for prefix in ("", "semantic_"):
+            keys = [k for k in metrics if k.startswith(prefix + "image_retrieval") or
+                    k.startswith(prefix + "text_retrieval")]
+            metrics[prefix + "mean_recall"] = float(np.mean([metrics[k] for k in keys]))
+        result["rerank_k"] = rerank_k
+    else:
+        metrics = first_stage
+    result.update(metrics)
+    ceiling_t2i = (1.0 / truth.sum(1).double()).mean().item()
+    ceiling_i2t = (1.0 / truth.sum(0).double()).mean().item()
+    result.update({"image_retrieval_ceiling@1": ceiling_t2i, "text_retrieval_ceiling@1": ceiling_i2t,
+                   "pairs": count})
+    return result
+
+
+@torch.no_grad()
+def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
+                      batch_size: int = 128) -> dict:
+    """Single-object images classified by colour x shape with prompt ensembles: acc1, acc5, mean per-class recall."""
+    count = len(world) if count is None else min(count, len(world))
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return model.encode_text(*tokenizer(texts), normalize=True)
+
+    classifier = zeroshot_classifier(encode, class_names(), ZEROSHOT_TEMPLATES)
+    image_emb, _ = _image_states(model, world, count, batch_size)
+    labels = torch.tensor([world.classification(i)[1] for i in range(count)])
+    return {**zeroshot_metrics(image_emb @ classifier.T, labels), "images": count, "classes": len(class_names())}
+
+
+@torch.no_grad()
+def evaluate_vqa(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
+                 batch_size: int = 128) -> dict:
+    """Accuracy of the answer classifier, overall and per question type."""
+    if not isinstance(model, FusionModel):
+        raise ValueError("VQA needs a fusion model (kind='fusion' with a VQA head), e.g. --model toy-fusion")
+    count = len(world) if count is None else min(count, len(world))
+    scenes = [world.scene(i) for i in range(count)]
+    predictions: list[str] = []
+    for idx in _chunks(count, batch_size, "questions"):
+        ids, mask = tokenizer([scenes[i].question for i in idx])
+        pixels = to_pixels([world.image(i) for i in idx], model.config.vision)
+        predictions += [ANSWERS[a] for a in model.vqa_logits(pixels, ids, mask).argmax(-1).tolist()]
+    answers = [s.answer for s in scenes]
+    return {"vqa_accuracy": vqa_accuracy(predictions, answers),
+            "vqa_accuracy_by_type": vqa_accuracy_by_type(predictions, answers, [s.question_type for s in scenes]),
+            "questions": count}
+
+
+def evaluate(model: Model, tokenizer: WordTokenizer, task: str, data: str = "toyworld:val",
+             batch_size: int = 128, rerank_k: int = 16) -> dict:
+    """Run one task and return its metrics with the model's params, GFLOPs and the wall time."""
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r}: expected one of {TASKS}")
+    if rerank_k < 0:
+        raise ValueError(f"--rerank-k {rerank_k}: expected 0 (no re-ranking) or a positive number")
+    split, count = parse_data(data, task)
+    world = ToyWorld(split, image_size=model.config.vision.image_size)
+    model.eval()
+    start = time.perf_counter()
+    if task == "retrieval":
+        metrics = evaluate_retrieval(model, tokenizer, world, count, batch_size, rerank_k)
+    elif task == "zeroshot":
+        metrics = evaluate_zeroshot(model, tokenizer, world, count, batch_size)
+    else:
+        metrics = evaluate_vqa(model, tokenizer, world, count, batch_size)
+    return {"task": task, "data": f"toyworld:{split}", "model": model.config.name, "metrics": metrics,
+            "costs": _costs(model, tokenizer.max_length), "flop_counter": "analytic, GFLOPs = 2 x MACs, matmuls "
+            "incl. attention", "seconds": time.perf_counter() - start}

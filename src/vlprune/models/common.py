@@ -1,0 +1,65 @@
+"""What every vlprune model shares: config, weight init, parameter counts, projections."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlprune.config import ModelConfig
+from vlprune.models.text import TextTransformer
+from vlprune.models.vision import VisionTransformer
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear weights, zero biases, unit LayerNorms."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class DualTowerModel(nn.Module):
+    """Vision tower + text tower + projections into a shared embedding space with a learnable temperature."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.visual = VisionTransformer(config.vision)
+        self.text = TextTransformer(config.text)
+        self.visual_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
+        self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+
+    def _init(self) -> None:
+        for module in self.modules():
+            init_weights(module)
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Projected image embedding from the final [CLS] token."""
+        emb = self.visual_proj(self.visual(pixel_values).x[:, 0])
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    normalize: bool = False) -> torch.Tensor:
+        """Projected text embedding from the pooled token ([CLS] or end-of-text)."""
+        state = self.text(input_ids, attention_mask)
+        idx = self.text.pool_index(input_ids, attention_mask)
+        emb = self.text_proj(state.x[torch.arange(len(idx), device=idx.device), idx])
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised image and text embeddings and the logit scale exp(s) (open_clip's convention)."""
+        return (self.encode_image(pixel_values, normalize=True),
+                self.encode_text(input_ids, attention_mask, normalize=True), self.logit_scale.exp())
+
+    def num_params(self, part: str = "all") -> int:
+        """Parameter count of ``'all'``, ``'vision'`` (tower + projection) or ``'text'``."""
+        modules = {"all": [self], "vision": [self.visual, self.visual_proj], "text": [self.text, self.text_proj]}
+        if part not in modules:
+            raise ValueError(f"part={part!r}: expected one of {sorted(modules)}")
+        return sum(p.numel() for m in modules[part] for p in m.parameters())

@@ -1,0 +1,55 @@
+"""ALBEF/BLIP-style fusion model: ITC over unimodal encoders, then a multimodal encoder (text layers with
+cross-attention to image tokens) for image-text matching (ITM), masked language modelling (MLM) and VQA
+as classification over a closed answer vocabulary."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlprune.config import ModelConfig
+from vlprune.models.common import DualTowerModel
+from vlprune.models.layers import TokenState
+
+
+class FusionModel(DualTowerModel):
+    def __init__(self, config: ModelConfig):
+        if config.kind != "fusion":
+            raise ValueError(f"FusionModel needs a config with kind='fusion', got kind={config.kind!r}")
+        super().__init__(config)
+        w = config.text.width
+        self.itm_head = nn.Linear(w, 2)
+        self.mlm_head = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.LayerNorm(w, eps=config.text.layer_norm_eps),
+                                      nn.Linear(w, config.text.vocab_size))
+        self.vqa_head = (nn.Sequential(nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, config.num_answers))
+                         if config.num_answers > 0 else None)
+        self._init()
+
+    def fuse(self, text_state: TokenState, image_state: TokenState) -> TokenState:
+        """Run the fusion layers: text tokens attend to themselves and, by cross-attention, to image tokens."""
+        ctx = self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask)
+        state = TokenState(x=text_state.x, mask=text_state.mask)
+        return self.text.run(state, ctx, self.config.text.fusion_start, None, use_cross=True)
+
+    def fused_cls(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Multimodal [CLS] hidden state (B, D) for an image-text pair."""
+        return self.fuse(self.text(input_ids, attention_mask), self.visual(pixel_values)).x[:, 0]
+
+    def itm_logits(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ITM logits (B, 2): index 1 = the text matches the image."""
+        return self.itm_head(self.fused_cls(pixel_values, input_ids, attention_mask))
+
+    def itm_score(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Probability (B,) that each text matches its image (used to re-rank retrieval candidates)."""
+        return self.itm_logits(pixel_values, input_ids, attention_mask).softmax(dim=-1)[:, 1]
+
+    def vqa_logits(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Answer logits (B, num_answers) for a question about the image."""
+        if self.vqa_head is None:
+            raise ValueError("this model has no VQA head (num_answers=0); fine-tune one with "
+                             "`vlprune train --task vqa`")
+        return self.vqa_head(self.fused_cls(pixel_values, input_ids, attention_mask))

@@ -1,0 +1,121 @@
+"""Save and load models as ``config.json`` + ``model.safetensors`` (no pickles), strictly.
+
+A checkpoint that does not fit its config, a truncated file or an unknown name raises ``CheckpointError``
+with one message naming the file and the offending keys/shapes; a model is never half loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vlprune.config import ConfigError, ModelConfig
+from vlprune.models.clip import CLIP
+from vlprune.models.fusion import FusionModel
+from vlprune.registry import bundled_dir, list_models, model_config
+from vlprune.tokenizer import WordTokenizer
+
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
+Model = CLIP | FusionModel
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded as it is; the message says which file and why."""
+
+
+def build_model(config: ModelConfig) -> Model:
+    """A randomly initialised model for ``config``."""
+    return CLIP(config) if config.kind == "clip" else FusionModel(config)
+
+
+def create_model(name: str) -> Model:
+    """A registered architecture with random weights (e.g. ``vit-b16-clip`` for speed measurements)."""
+    return build_model(model_config(name))
+
+
+def save(model: Model, directory: str | Path, tokenizer: WordTokenizer | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (and ``tokenizer.json`` when given) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "vlprune_kind": model.config.kind})
+    tmp.replace(directory / WEIGHTS_FILE)
+    model.config.to_json(directory / CONFIG_FILE)
+    if tokenizer is not None:
+        tokenizer.save(directory / TOKENIZER_FILE)
+    return directory
+
+
+def resolve(name_or_dir: str | Path) -> Path:
+    """The directory of a checkpoint: an existing directory, or a bundled model's name."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    bundled = bundled_dir(str(name_or_dir))
+    if bundled is not None:
+        return bundled
+    if str(name_or_dir) in list_models():
+        raise CheckpointError(f"{name_or_dir!r} is a known architecture without bundled weights; build it with "
+                              f"vlprune.create_model({str(name_or_dir)!r}) or pass a checkpoint directory")
+    raise CheckpointError(f"no checkpoint directory or bundled model named {str(name_or_dir)!r}; bundled: "
+                          f"{[n for n in list_models() if bundled_dir(n)]}")
+
+
+def load(name_or_dir: str | Path, map_location: str = "cpu") -> Model:
+    """Rebuild a model from its ``config.json`` and load ``model.safetensors`` strictly."""
+    directory = resolve(name_or_dir)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; a vlprune checkpoint holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        config = ModelConfig.from_json(config_path)
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{config_path}: {err}") from None
+    try:
+        state = load_file(str(weights_path), device=map_location)
+    except (SafetensorError, OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file (truncated or corrupt?): "
+                              f"{err}") from None
+    model = build_model(config)
+    load_state_strict(model, state, str(weights_path))
+    model.eval()
+    return model
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model`` only if every key and shape fits; else one error naming them all."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_short(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches {_short(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit its config: " + "; ".join(problems) +
+                              ". Was it saved from another architecture or edited by hand?")
+    model.load_state_dict(state, strict=True)
+
+
+def _short(items: list[str], limit: int = 8) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return "[" + ", ".join(items[:limit]) + "]" + more
+
+
+def load_tokenizer(name_or_dir: str | Path) -> WordTokenizer:
+    """The tokenizer saved beside a checkpoint."""
+    path = resolve(name_or_dir) / TOKENIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: this checkpoint was saved without a tokenizer")
+    return WordTokenizer.load(path)

@@ -1,0 +1,223 @@
+"""Transformer building blocks and the hook points every vlprune method uses.
+
+Methods never patch model code. They act only through:
+
+* ``Block.pre_hook(block, state, ctx) -> state`` — runs before the block (stage reducers: ELIP);
+* ``Block.mid_hook(block, state, attn, ctx) -> state`` — runs between the self-attention residual and
+  the MLP (ToMe, EViT, TRIPS); ``attn`` is the ``AttentionOutput`` of this layer;
+* ``Block.wants_cls_attn`` / ``Block.wants_keys`` — ask the self-attention for the head-wise [CLS]
+  attention row ``(B, H, N)`` or the keys ``(B, H, N, d)`` (then the math path is used);
+* ``ctx.head_gates[layer_key]`` — a per-head gate ``(B, H)`` multiplied into the head outputs (SmartTrim);
+* ``TokenState.size`` — tokens that stand for several patches add ``log(size)`` to their attention
+  logits (ToMe proportional attention) when ``ctx.proportional_attn`` is on;
+* ``TokenState.mask`` — boolean key mask ``(B, N)``; masked keys get no attention.
+
+``num_heads`` and ``intermediate_size`` may be 0: the sub-layer then outputs zeros and its residual
+passes through (structurally pruned models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlprune.config import TowerConfig
+
+
+@dataclass
+class TokenState:
+    """The sequence flowing through a tower.
+
+    ``x`` (B, N, D); ``size`` (B, N, 1) — original patches each token stands for (None = all ones);
+    ``source`` (B, N, N0) — which original tokens each token covers (optional, for visualisation);
+    ``mask`` (B, N) bool — True where the token is a real key (None = all real). [CLS] stays at index 0.
+    """
+
+    x: torch.Tensor
+    size: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class ForwardContext:
+    """Per-call information shared by all blocks of a tower."""
+
+    causal: bool = False
+    encoder_states: torch.Tensor | None = None       # image tokens for cross-attention
+    encoder_mask: torch.Tensor | None = None         # (B, M) bool
+    proportional_attn: bool = False
+    head_gates: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, object] = field(default_factory=dict)  # method-specific (e.g. text guidance)
+
+
+@dataclass
+class AttentionOutput:
+    out: torch.Tensor
+    cls_attn: torch.Tensor | None = None   # (B, H, N) attention of the [CLS] query over keys
+    keys: torch.Tensor | None = None       # (B, H, N, d)
+
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+}
+
+
+def key_bias(mask: torch.Tensor | None, size: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Additive attention bias (B, 1, 1, N) from a key mask and, for proportional attention, log(size)."""
+    bias = None
+    if size is not None:
+        bias = size.squeeze(-1).to(dtype).log()[:, None, None, :]
+    if mask is not None:
+        masked = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+        masked = masked[:, None, None, :]
+        bias = masked if bias is None else bias + masked
+    return bias
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v/o projections and a per-layer head count.
+
+    ``kv_dim`` differs from ``dim`` for cross-attention (text queries, image keys/values).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, kv_dim: int | None = None, bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        inner = num_heads * head_dim
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.q = nn.Linear(dim, inner, bias=bias)
+        self.k = nn.Linear(kv_dim, inner, bias=bias)
+        self.v = nn.Linear(kv_dim, inner, bias=bias)
+        self.o = nn.Linear(inner, dim, bias=True)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        causal: bool = False,
+        head_gate: torch.Tensor | None = None,
+        want_cls_attn: bool = False,
+        want_keys: bool = False,
+    ) -> AttentionOutput:
+        if self.num_heads == 0:
+            return AttentionOutput(out=torch.zeros_like(x))
+        kv = x if kv is None else kv
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(kv)), self._heads(self.v(kv))
+        cls_attn = None
+        if want_cls_attn:
+            probs = self._probs(q, k, bias, causal)
+            ctx = probs @ v
+            cls_attn = probs[:, :, 0, :]
+        else:
+            if causal:
+                n = x.shape[1]
+                causal_bias = torch.full((n, n), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+                bias = causal_bias if bias is None else bias + causal_bias
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if head_gate is not None:
+            ctx = ctx * head_gate[:, :, None, None].to(ctx.dtype)
+        b, _, n, _ = ctx.shape
+        out = self.o(ctx.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+        return AttentionOutput(out=out, cls_attn=cls_attn, keys=k if want_keys else None)
+
+    def _probs(self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        logits = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+        if bias is not None:
+            logits = logits + bias
+        if causal:
+            n = q.shape[2]
+            logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        return logits.softmax(dim=-1)
+
+
+class MLP(nn.Module):
+    """Two-layer feed-forward network; ``hidden`` may be 0 (outputs zeros)."""
+
+    def __init__(self, dim: int, hidden: int, act: str):
+        super().__init__()
+        self.hidden = hidden
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = _ACTIVATIONS[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hidden == 0:
+            return torch.zeros_like(x)
+        return self.fc2(self.act(self.fc1(x)))
+
+
+PreHook = Callable[["Block", TokenState, ForwardContext], TokenState]
+MidHook = Callable[["Block", TokenState, AttentionOutput, ForwardContext], TokenState]
+
+
+class Block(nn.Module):
+    """Transformer layer: self-attention, optional cross-attention, MLP; pre-LN or post-LN."""
+
+    def __init__(self, cfg: TowerConfig, layer: int, key: str, cross_dim: int | None = None):
+        super().__init__()
+        dim, eps = cfg.width, cfg.layer_norm_eps
+        self.key = key  # e.g. "vision.3": names this layer for hooks, gates and reports
+        self.layer = layer
+        self.pre_norm = cfg.pre_norm
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, cfg.num_heads[layer], cfg.head_dim, bias=cfg.qkv_bias)
+        self.cross_attn: Attention | None = None
+        self.norm_cross: nn.LayerNorm | None = None
+        if cross_dim is not None:
+            self.norm_cross = nn.LayerNorm(dim, eps=eps)
+            self.cross_attn = Attention(dim, cfg.num_heads[layer], cfg.head_dim, kv_dim=cross_dim,
+                                        bias=cfg.qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, cfg.intermediate_size[layer], cfg.act)
+        self.pre_hook: PreHook | None = None
+        self.mid_hook: MidHook | None = None
+        self.wants_cls_attn = False
+        self.wants_keys = False
+
+    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, fn: Callable[[torch.Tensor], torch.Tensor]):
+        if self.pre_norm:
+            return x + fn(norm(x))
+        return norm(x + fn(x))
+
+    def forward(self, state: TokenState, ctx: ForwardContext, use_cross: bool = True) -> TokenState:
+        if self.pre_hook is not None:
+            state = self.pre_hook(self, state, ctx)
+        use_size = state.size if ctx.proportional_attn else None
+        bias = key_bias(state.mask, use_size, state.x.dtype)
+        attn_out: list[AttentionOutput] = []
+
+        def self_attention(h: torch.Tensor) -> torch.Tensor:
+            result = self.attn(h, bias=bias, causal=ctx.causal, head_gate=ctx.head_gates.get(self.key),
+                               want_cls_attn=self.wants_cls_attn, want_keys=self.wants_keys)
+            attn_out.append(result)
+            return result.out
+
+        state.x = self._residual(state.x, self.norm1, self_attention)
+        if self.mid_hook is not None:
+            state = self.mid_hook(self, state, attn_out[0], ctx)
+        if self.cross_attn is not None and use_cross:
+            if ctx.encoder_states is None:
+                raise ValueError(f"layer {self.key} is a fusion layer and needs image tokens (encoder_states)")
+            cross_bias = key_bias(ctx.encoder_mask, None, state.x.dtype)
+
+            def cross_attention(h: torch.Tensor) -> torch.Tensor:
+                gate = ctx.head_gates.get(self.key + ".cross")
+                return self.cross_attn(h, kv=ctx.encoder_states, bias=cross_bias, head_gate=gate).out
+
+            state.x = self._residual(state.x, self.norm_cross, cross_attention)
+        state.x = self._residual(state.x, self.norm2, self.mlp)
+        return state

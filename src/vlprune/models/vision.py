@@ -1,0 +1,57 @@
+"""ViT image encoder: patch embedding, [CLS], learned position embeddings, blocks, final norm."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlprune.config import VisionConfig
+from vlprune.models.layers import Block, ForwardContext, TokenState
+
+
+class VisionTransformer(nn.Module):
+    """Pre-LN ViT. ``forward`` returns the final ``TokenState`` (normed tokens, [CLS] first)."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.patch_embed = nn.Conv2d(cfg.channels, w, cfg.patch_size, cfg.patch_size, bias=cfg.patch_bias)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, w))
+        self.norm_pre = nn.LayerNorm(w, eps=cfg.layer_norm_eps) if cfg.ln_pre else nn.Identity()
+        self.blocks = nn.ModuleList(Block(cfg, i, f"vision.{i}") for i in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.02)
+
+    def embed(self, pixel_values: torch.Tensor) -> TokenState:
+        """Patch + position embedding; position embeddings are interpolated for other image sizes."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.cfg.channels:
+            raise ValueError(f"pixel_values must be (B, {self.cfg.channels}, H, W), got {tuple(pixel_values.shape)}")
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contain NaN or inf; check the image preprocessing")
+        x = self.patch_embed(pixel_values).flatten(2).transpose(1, 2)
+        pos = self._pos_embed(x.shape[1])
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + pos
+        return TokenState(x=self.norm_pre(x))
+
+    def _pos_embed(self, num_patches: int) -> torch.Tensor:
+        if num_patches == self.cfg.num_patches:
+            return self.pos_embed
+        old, new = int(self.cfg.num_patches**0.5), int(num_patches**0.5)
+        if new * new != num_patches:
+            raise ValueError(f"image gives {num_patches} patches, which is not a square grid")
+        grid = self.pos_embed[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
+
+    def forward(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None) -> TokenState:
+        ctx = ForwardContext() if ctx is None else ctx
+        state = self.embed(pixel_values)
+        for block in self.blocks:
+            state = block(state, ctx)
+        state.x = self.norm(state.x)
+        return state

@@ -1,0 +1,115 @@
+"""Training objectives: ITC, ITM with hard negatives, MLM and VQA classification (ALBEF's recipe).
+
+Each objective takes ``(model, batch, ctx)`` and returns a dict of scalar tensors with the total under
+``"loss"`` — the interface of ``vlprune.train.trainer.Trainer``. Randomness comes only from
+``ctx.generator`` so a resumed run repeats it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from vlprune.models.fusion import FusionModel
+from vlprune.models.layers import TokenState
+from vlprune.train.distributed import all_gather_with_grad, rank
+from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
+
+TASKS = ("itc", "itm", "mlm", "vqa")
+
+
+def itc_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over the global batch (CLIP eq.): mean of image->text and text->image cross-entropy.
+
+    Embeddings are gathered from every rank (with gradient), so the loss equals the single-process loss on
+    the same global batch.
+    """
+    all_images, all_texts = all_gather_with_grad(image_emb), all_gather_with_grad(text_emb)
+    offset = rank() * image_emb.shape[0]
+    labels = torch.arange(offset, offset + image_emb.shape[0], device=image_emb.device)
+    scale = logit_scale.exp().clamp(max=100.0)
+    per_image = F.cross_entropy(scale * image_emb @ all_texts.T, labels)
+    per_text = F.cross_entropy(scale * text_emb @ all_images.T, labels)
+    return (per_image + per_text) / 2
+
+
+def sample_hard_negatives(similarity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """For each row, one column index != the row's own, drawn with probability softmax(similarity)."""
+    weights = similarity.detach().float().softmax(dim=1)
+    weights.fill_diagonal_(0.0)
+    weights = weights + 1e-9 * (1 - torch.eye(len(weights), device=weights.device))
+    return torch.multinomial(weights.cpu(), 1, generator=generator).squeeze(1).to(similarity.device)
+
+
+def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, generator: torch.Generator,
+                prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: choose ``prob`` of the word tokens; 80% -> [MASK], 10% random word, 10% unchanged.
+    Returns the masked ids and labels (-100 where not chosen)."""
+    shape = input_ids.shape
+    words = attention_mask.bool() & (input_ids >= len(SPECIAL_TOKENS))
+    chosen = (torch.rand(shape, generator=generator) < prob).to(input_ids.device) & words
+    action = torch.rand(shape, generator=generator).to(input_ids.device)
+    random_words = torch.randint(len(SPECIAL_TOKENS), vocab_size, shape, generator=generator).to(input_ids.device)
+    masked = input_ids.clone()
+    masked[chosen & (action < 0.8)] = MASK_ID
+    swap = chosen & (action >= 0.8) & (action < 0.9)
+    masked[swap] = random_words[swap]
+    labels = input_ids.masked_fill(~chosen, -100)
+    return masked, labels
+
+
+@dataclass
+class Objective:
+    """Weighted sum of the chosen tasks. ``tasks`` maps a task name in ``TASKS`` to its weight."""
+
+    tasks: dict[str, float] = field(default_factory=lambda: {"itc": 1.0})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks={sorted(self.tasks)}: choose from {TASKS}")
+
+    def __call__(self, model, batch: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
+        needs_fusion = set(self.tasks) - {"itc"}
+        if needs_fusion and not isinstance(model, FusionModel):
+            raise ValueError(f"tasks {sorted(needs_fusion)} need a fusion model (kind='fusion')")
+        out: dict[str, torch.Tensor] = {}
+        pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
+        if "vqa" in self.tasks:
+            logits = model.vqa_logits(pixels, batch["question_ids"], batch["question_mask"])
+            out["vqa"] = F.cross_entropy(logits, batch["answer"])
+            out["vqa_acc"] = (logits.argmax(-1) == batch["answer"]).float().mean().detach()
+        if {"itc", "itm", "mlm"} & set(self.tasks):
+            image_state = model.visual(pixels)
+            image_emb = F.normalize(model.visual_proj(image_state.x[:, 0]), dim=-1)
+        if {"itc", "itm"} & set(self.tasks):
+            text_state = model.text(ids, mask)
+            idx = model.text.pool_index(ids, mask)
+            text_emb = F.normalize(model.text_proj(text_state.x[torch.arange(len(idx), device=idx.device), idx]), dim=-1)
+            out["itc"] = itc_loss(image_emb, text_emb, model.logit_scale)
+            out["temperature"] = (1.0 / model.logit_scale.exp()).detach()
+        if "itm" in self.tasks:
+            out["itm"] = self._itm(model, image_state, text_state, image_emb, text_emb, mask, ctx.generator)
+        if "mlm" in self.tasks:
+            masked, labels = mask_tokens(ids, mask, model.config.text.vocab_size, ctx.generator)
+            fused = model.fuse(model.text(masked, mask), image_state)
+            logits = model.mlm_head(fused.x)
+            out["mlm"] = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        out["loss"] = sum(w * out[name] for name, w in self.tasks.items())
+        return out
+
+    @staticmethod
+    def _itm(model: FusionModel, image_state, text_state, image_emb, text_emb, mask, generator) -> torch.Tensor:
+        """ITM over positives, (image, hard negative text) and (hard negative image, text) pairs."""
+        sim = image_emb @ text_emb.T
+        neg_text = sample_hard_negatives(sim, generator)
+        neg_image = sample_hard_negatives(sim.T, generator)
+        texts = TokenState(x=torch.cat([text_state.x, text_state.x[neg_text], text_state.x]),
+                           mask=torch.cat([mask, mask[neg_text], mask]).bool())
+        images = TokenState(x=torch.cat([image_state.x, image_state.x, image_state.x[neg_image]]))
+        logits = model.itm_head(model.fuse(texts, images).x[:, 0])
+        b = len(image_emb)
+        labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
+        return F.cross_entropy(logits, labels)

@@ -1,0 +1,64 @@
+"""One training run from plain arguments: model (fresh, or initialised from a checkpoint), toy-world data,
+objective, trainer, and the final model saved as a vlprune checkpoint. ``vlprune train`` calls this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vlprune.data.pairs import Collate, ToyPairs
+from vlprune.data.toyworld import ToyWorld
+from vlprune.models.io import (
+    CheckpointError,
+    Model,
+    build_model,
+    load,
+    load_state_strict,
+    load_tokenizer,
+    resolve,
+    save,
+)
+from vlprune.registry import list_models, model_config
+from vlprune.tokenizer import toy_tokenizer
+from vlprune.train.distributed import rank
+from vlprune.train.objectives import Objective
+from vlprune.train.trainer import TrainConfig, Trainer
+
+
+def initial_model(model: str, init_from: str | None = None, init_parts: tuple[str, ...] = ()) -> Model:
+    """A registered architecture (random init) or a checkpoint; optionally copy parts from another checkpoint.
+
+    ``init_parts`` are state-dict prefixes (e.g. ``visual``) copied from ``init_from``: ALBEF-style
+    initialisation of a fusion model's image tower from a pretrained one.
+    """
+    torch.manual_seed(0)
+    net = build_model(model_config(model)) if model in list_models() and not Path(model).is_dir() else load(model)
+    if init_from is None:
+        return net
+    source = load(init_from).state_dict()
+    target = net.state_dict()
+    parts = init_parts or tuple({k.split(".")[0] for k in target})
+    picked = {k: v for k, v in source.items() if k.split(".")[0] in parts}
+    if not picked:
+        raise CheckpointError(f"{init_from} has no weights under {list(parts)}")
+    load_state_strict(net, {**target, **picked}, str(init_from))
+    return net
+
+
+def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
+          init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None) -> Path:
+    """Train on the toy world's train split; returns the directory of the saved final model."""
+    net = initial_model(model, init_from, init_parts)
+    net.train()
+    try:
+        tokenizer = load_tokenizer(resolve(model))
+    except CheckpointError:
+        tokenizer = toy_tokenizer(net.config.text.max_length)
+    dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size))
+    trainer = Trainer(net, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir)
+    trainer.fit(resume=True)
+    final = Path(out_dir) / "model"
+    if rank() == 0:
+        save(net, final, tokenizer)
+    return final

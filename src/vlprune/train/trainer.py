@@ -1,0 +1,570 @@
+"""An objective-agnostic training loop: AdamW, warm-up + cosine LR, gradient accumulation, data parallelism
+over ``torchrun`` ranks, atomic safetensors checkpoints and exact resume.
+
+Determinism: the global batch of step ``s`` is a pure function of ``(seed, s)``, and every random number
+generator (torch, numpy, python ``random`` and ``TrainContext.generator``) is reseeded from
+``(seed, step, rank, micro-batch)`` before each micro-batch. A resumed run therefore repeats an uninterrupted
+one bit for bit (same hardware, thread count and world size).
+
+Steps are counted from 1: ``TrainContext.step`` is the number the step being computed will have once done,
+the JSONL ``step`` field and checkpoint ``step-000100`` count completed steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from vlprune.config import ConfigError
+from vlprune.train import distributed as D
+
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors",
+                    "trainer.json")
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN/inf; the run stopped before updating the weights."""
+
+
+# -- config ---------------------------------------------------------------------------------------------
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"TrainConfig.{name}={value!r} is invalid: expected {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one run; every bad value raises ``ConfigError`` (a ``ValueError``)."""
+
+    steps: int                          # total optimizer steps
+    batch_size: int                     # global batch size, split evenly over ranks and micro-batches
+    lr: float = 1e-3
+    weight_decay: float = 0.05          # AdamW decay, only on parameters with ndim >= 2
+    warmup_steps: int = 0               # linear warm-up, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0
+    grad_accum: int = 1                 # micro-batches per step
+    max_grad_norm: float | None = 1.0   # None: no clipping
+    seed: int = 0
+    ckpt_every: int = 100               # steps between checkpoints (one is also written at the end)
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    amp: bool = False                   # bf16 autocast, only on CUDA
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_checkpoints", "log_every"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 1, name, value, "an int >= 1")
+        _check(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        _check(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
+               "a finite number >= 0")
+        _check(_is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps, "warmup_steps",
+               self.warmup_steps, f"an int in [0, steps={self.steps}]")
+        _check(_is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio,
+               "a number in [0, 1]")
+        _check(self.batch_size % self.grad_accum == 0, "grad_accum", self.grad_accum,
+               f"a divisor of batch_size={self.batch_size}")
+        _check(self.max_grad_norm is None or (_is_real(self.max_grad_norm) and self.max_grad_norm > 0),
+               "max_grad_norm", self.max_grad_norm, "None or a finite number > 0")
+        _check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "an int in [0, 2**63)")
+        _check(isinstance(self.amp, bool), "amp", self.amp, "a bool")
+        for name in ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"TrainConfig: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"TrainConfig: unknown field(s) {extra}; known fields are {sorted(known)}")
+        missing = [name for name in ("steps", "batch_size") if name not in data]
+        if missing:
+            raise ConfigError(f"TrainConfig: missing required field(s) {missing}")
+        return cls(**data)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of the base LR at step ``step`` (1-based): ``step / warmup_steps`` during warm-up, then a
+    cosine from 1 (at ``warmup_steps``) down to ``min_lr_ratio`` (reached at the last step)."""
+    if not 1 <= step <= config.steps:
+        raise ValueError(f"step={step} is out of range: expected 1..{config.steps}")
+    if step <= config.warmup_steps:
+        return step / config.warmup_steps
+    progress = (step - config.warmup_steps) / (config.steps - config.warmup_steps)
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of step ``step`` (1-based) for the default parameter groups."""
+    return config.lr * lr_factor(step, config)
+
+
+# -- determinism ----------------------------------------------------------------------------------------
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed that depends only on ``parts`` (stable across processes and Python versions)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python ``random``; call it before building the model."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def epoch_permutation(seed: int, epoch: int, dataset_len: int) -> torch.Tensor:
+    """The order in which epoch ``epoch`` visits the dataset."""
+    generator = torch.Generator().manual_seed(derive_seed("data", seed, epoch))
+    return torch.randperm(dataset_len, generator=generator)
+
+
+def global_batch_indices(step: int, dataset_len: int, batch_size: int, seed: int) -> list[int]:
+    """Dataset indices of the global batch of step ``step`` (1-based); the last incomplete batch of each
+    epoch is dropped."""
+    per_epoch = dataset_len // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"the dataset has {dataset_len} items, fewer than one global batch of {batch_size}")
+    epoch, position = divmod(step - 1, per_epoch)
+    order = epoch_permutation(seed, epoch, dataset_len)
+    return order[position * batch_size:(position + 1) * batch_size].tolist()
+
+
+@dataclass
+class TrainContext:
+    """What an objective may need besides the model and batch.
+
+    ``generator`` is a CPU ``torch.Generator`` seeded from ``(seed, step, rank, micro_step)``: draw all of an
+    objective's randomness from it (on CPU, then move) so that resumed runs repeat it.
+    """
+
+    step: int
+    rank: int
+    world_size: int
+    generator: torch.Generator
+    device: torch.device
+    micro_step: int = 0
+
+
+Objective = Callable[[nn.Module, Any, TrainContext], dict[str, torch.Tensor]]
+
+
+def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on trainable parameters with ndim >= 2, none on biases, norms, scalars."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_to_device(v, device) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+# -- checkpoint files -----------------------------------------------------------------------------------
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file, or a directory entry list (POSIX only), to disk."""
+    if path.is_dir() and os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _step_of(path: Path) -> int:
+    match = _STEP_DIR.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def _is_complete(path: Path) -> bool:
+    return _step_of(path) >= 0 and all((path / name).is_file() for name in CHECKPOINT_FILES)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint named by ``out_dir/checkpoints/latest``, or the newest complete one if that pointer is
+    missing or dangling; None if there is none. ``.tmp-*`` leftovers of interrupted writes are ignored."""
+    root = Path(out_dir) / "checkpoints"
+    pointer = root / "latest"
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        if _STEP_DIR.match(name) and _is_complete(root / name):
+            return root / name
+    candidates = sorted((p for p in root.glob("step-*") if _is_complete(p)), key=_step_of) if root.is_dir() else []
+    return candidates[-1] if candidates else None
+
+
+def load_checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a ``model.safetensors`` file, a checkpoint directory, or a run's ``out_dir``
+    (its latest checkpoint)."""
+    path = Path(path)
+    if path.is_dir() and not (path / "model.safetensors").is_file():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (no checkpoints/step-* with all of "
+                                    f"{list(CHECKPOINT_FILES)})")
+        path = latest
+    file = path / "model.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist")
+    return load_file(str(file))
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached contiguous CPU copies: safetensors refuses tensors that share memory (tied weights)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into safetensors (``state.{idx}.{name}``) and JSON parts."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for idx, entry in state["state"].items():
+        plain = {k: v for k, v in entry.items() if not isinstance(v, torch.Tensor)}
+        names = sorted(k for k, v in entry.items() if isinstance(v, torch.Tensor))
+        tensors.update({f"state.{idx}.{k}": entry[k].detach().to("cpu", copy=True).contiguous() for k in names})
+        meta[str(idx)] = {"tensors": names, "values": plain}
+    return tensors, {"param_groups": state["param_groups"], "state": meta}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state = {int(idx): {**entry["values"], **{k: tensors[f"state.{idx}.{k}"] for k in entry["tensors"]}}
+             for idx, entry in meta["state"].items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    plain = {"python_random": [version, list(internal), gauss],
+             "numpy_random": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, plain
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = plain["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = plain["numpy_random"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _trim_jsonl(path: Path, max_step: int) -> None:
+    """Drop the lines logged after ``max_step`` (a resumed run logs them again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+# -- trainer --------------------------------------------------------------------------------------------
+
+class Trainer:
+    """Trains ``model`` on ``objective(model, collate(items), ctx)["loss"]`` for ``config.steps`` steps.
+
+    ``param_groups_fn(model)`` may replace the default AdamW groups (dicts with ``params`` and optionally
+    ``lr``/``weight_decay``; the schedule scales each group's own ``lr``). Batches are moved to ``device``
+    (tensors inside dicts, lists and tuples). Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is
+    initialised here, rank 0's weights are broadcast at the start, and gradients are averaged over ranks.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, dataset: Sequence, collate: Callable[[list], Any],
+                 config: TrainConfig, out_dir: str | Path,
+                 param_groups_fn: Callable[[nn.Module], list[dict[str, Any]]] | None = None, *,
+                 device: str | torch.device | None = None, progress: bool = True) -> None:
+        if device is None:
+            device = f"cuda:{D.local_rank()}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        D.init_distributed("nccl" if self.device.type == "cuda" else "gloo")
+        self.rank, self.world_size = D.rank(), D.world_size()
+        per_micro = config.batch_size // (self.world_size * config.grad_accum)
+        if per_micro * self.world_size * config.grad_accum != config.batch_size:
+            raise ConfigError(f"TrainConfig.batch_size={config.batch_size} is invalid: expected a multiple of "
+                              f"world_size * grad_accum = {self.world_size} * {config.grad_accum}")
+        if len(dataset) < config.batch_size:
+            raise ValueError(f"the dataset has {len(dataset)} items, fewer than one global batch of "
+                             f"{config.batch_size}")
+        self.model = model.to(self.device)
+        self.objective, self.dataset, self.collate, self.config = objective, dataset, collate, config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        groups = (param_groups_fn or (lambda m: default_param_groups(m, config.weight_decay)))(self.model)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.last_checkpoint: Path | None = None
+        self.last_metrics: dict[str, Any] = {}
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = True) -> dict[str, Any]:
+        """Train to ``config.steps``, resuming from ``out_dir``'s latest checkpoint if there is one (with
+        ``resume=False`` an existing checkpoint is an error). Returns the last logged metrics."""
+        start = self._start(resume)
+        if start >= self.config.steps:
+            return dict(self.last_metrics)
+        self.model.train()
+        bar = tqdm(total=self.config.steps, initial=start, desc="train", dynamic_ncols=True,
+                   disable=not self.progress or self.rank != 0)
+        last_log, tick = start, time.perf_counter()
+        try:
+            for step in range(start + 1, self.config.steps + 1):
+                values = self._step(step)
+                bar.update(1)
+                if step % self.config.log_every == 0 or step == self.config.steps:
+                    now = time.perf_counter()
+                    self._log(step, values, (now - tick) / (step - last_log))
+                    bar.set_postfix(loss=f"{self.last_metrics['loss']:.4g}", lr=f"{self.last_metrics['lr']:.3g}")
+                    last_log, tick = step, now
+                if step % self.config.ckpt_every == 0 or step == self.config.steps:
+                    self._save(step)
+        finally:
+            bar.close()
+        return dict(self.last_metrics)
+
+    def _start(self, resume: bool) -> int:
+        """Clean up after interrupted writes, load the latest checkpoint; returns the completed step count."""
+        if self.rank == 0 and self.checkpoint_root.is_dir():
+            for leftover in self.checkpoint_root.glob(".tmp-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        checkpoint = latest_checkpoint(self.out_dir)
+        if checkpoint is not None and not resume:
+            raise FileExistsError(f"{self.out_dir} already holds checkpoints ({checkpoint.name}); pass "
+                                  "resume=True to continue that run or use a fresh out_dir")
+        start = 0
+        if checkpoint is None:
+            D.broadcast_module_(self.model)
+        else:
+            start = self._load(checkpoint)
+        if self.rank == 0:
+            _trim_jsonl(self.metrics_path, start)
+        D.barrier()
+        return start
+
+    def _context(self, step: int, micro: int) -> TrainContext:
+        """Reseed every RNG from (seed, step, rank, micro) and build the objective's context."""
+        key = (self.config.seed, step, self.rank, micro)
+        torch.manual_seed(derive_seed("torch", *key))
+        random.seed(derive_seed("python", *key))
+        np.random.seed(derive_seed("numpy", *key) % 2**32)
+        generator = torch.Generator().manual_seed(derive_seed("context", *key))
+        return TrainContext(step=step, rank=self.rank, world_size=self.world_size, generator=generator,
+                            device=self.device, micro_step=micro)
+
+    def _step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step; returns this rank's values (mean over micro-batches) plus ``grad_norm``."""
+        cfg = self.config
+        factor = lr_factor(step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        indices = global_batch_indices(step, len(self.dataset), cfg.batch_size, cfg.seed)
+        per_rank = cfg.batch_size // self.world_size
+        mine = indices[self.rank * per_rank:(self.rank + 1) * per_rank]
+        micro = per_rank // cfg.grad_accum
+        sums: dict[str, torch.Tensor] = {}
+        use_amp = cfg.amp and self.device.type == "cuda"
+        for m in range(cfg.grad_accum):
+            ctx = self._context(step, m)
+            batch = _to_device(self.collate([self.dataset[i] for i in mine[m * micro:(m + 1) * micro]]), self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = self.objective(self.model, batch, ctx)
+            values = _scalars(out, step)
+            (out["loss"] / cfg.grad_accum).backward()
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
+        # one collective agrees on finiteness and on which parameters got a gradient on some rank
+        flags = torch.tensor([float(not torch.isfinite(sums["loss"]))] + [float(p.grad is not None)
+                                                                         for p in self.params])
+        flags = D.all_reduce_(flags.to(self.device), "max").cpu()
+        if flags[0] > 0:
+            self._stop(step, f"non-finite loss at step {step} (this rank: loss={sums['loss'].item()})")
+        for p, has_grad in zip(self.params, flags[1:].tolist()):
+            if has_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
+        D.all_reduce_mean_([p.grad for p in self.params if p.grad is not None])
+        if cfg.max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], cfg.max_grad_norm)
+            if not torch.isfinite(norm):
+                self._stop(step, f"non-finite gradient norm at step {step} (loss was finite)")
+            sums["grad_norm"] = norm.detach().float()
+        self.optimizer.step()
+        return sums
+
+    def _stop(self, step: int, what: str) -> None:
+        where = self.last_checkpoint or "none (no checkpoint was written yet)"
+        raise NonFiniteLossError(f"{what}; the run was stopped before the optimizer update of step {step}. "
+                                 f"Last good checkpoint: {where}")
+
+    def _log(self, step: int, values: dict[str, torch.Tensor], seconds_per_step: float) -> None:
+        """Average ``values`` over ranks; rank 0 appends a JSONL line."""
+        keys = sorted(values)
+        stacked = torch.stack([values[k].to(self.device) for k in keys])
+        stacked = D.all_reduce_(stacked, "sum").cpu() / self.world_size
+        lr = self.optimizer.param_groups[0]["lr"]
+        record = {**dict(zip(keys, stacked.tolist())), "step": step, "lr": lr, "sec_per_step": seconds_per_step}
+        self.last_metrics = record
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def _save(self, step: int) -> None:
+        """Rank 0 writes ``checkpoints/step-XXXXXX`` atomically and moves the ``latest`` pointer; the other
+        ranks wait."""
+        name = f"step-{step:06d}"
+        if self.rank == 0:
+            self._write_checkpoint(name, step)
+        D.barrier()
+        self.last_checkpoint = self.checkpoint_root / name
+
+    def _write_checkpoint(self, name: str, step: int) -> None:
+        root = self.checkpoint_root
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-{name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file(_cpu_copy(self.model.state_dict()), str(tmp / "model.safetensors"), metadata={"step": str(step)})
+        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        _write_json(tmp / "optimizer.json", opt_meta)
+        rng_tensors, rng_plain = _rng_state()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        per_epoch = len(self.dataset) // self.config.batch_size
+        _write_json(tmp / "trainer.json", {
+            "step": step, "data_position": step, "epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
+            "samples_seen": step * self.config.batch_size, "dataset_len": len(self.dataset),
+            "world_size": self.world_size, "config": self.config.to_dict(),
+            "scheduler": {"step": step, "base_lrs": [g["base_lr"] for g in self.optimizer.param_groups]},
+            "metrics": self.last_metrics, **rng_plain})
+        for file in tmp.iterdir():
+            _fsync_path(file)
+        _fsync_path(tmp)
+        final = root / name
+        if final.exists():  # left by an earlier attempt at this step that crashed before moving the pointer
+            stale = root / f".tmp-stale-{name}"
+            os.rename(final, stale)
+            shutil.rmtree(stale)
+        os.rename(tmp, final)
+        _fsync_path(root)
+        pointer = root / ".tmp-latest"
+        pointer.write_text(name + "\n")
+        _fsync_path(pointer)
+        os.replace(pointer, root / "latest")
+        _fsync_path(root)
+        self._prune(step)
+
+    def _prune(self, step: int) -> None:
+        """Keep the newest ``keep_checkpoints`` checkpoints up to ``step``; later ones are stale."""
+        done = sorted((p for p in self.checkpoint_root.glob("step-*") if _step_of(p) >= 0), key=_step_of)
+        keep = {p for p in done if _step_of(p) <= step}
+        keep = set(sorted(keep, key=_step_of)[-self.config.keep_checkpoints:])
+        for path in done:
+            if path not in keep:
+                doomed = path.with_name(f".tmp-old-{path.name}")
+                os.rename(path, doomed)
+                shutil.rmtree(doomed)
+
+    def _load(self, path: Path) -> int:
+        """Restore model, optimizer, RNG and metrics state from checkpoint ``path``; returns its step."""
+        self.model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.device)))
+        meta = json.loads((path / "optimizer.json").read_text())
+        self.optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
+        state = json.loads((path / "trainer.json").read_text())
+        _set_rng_state(load_file(str(path / "rng.safetensors")), state)
+        saved = TrainConfig.from_dict(state["config"])
+        changed = sorted(k for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v)
+        if changed:
+            warnings.warn(f"resuming {path} with changed config field(s) {changed}: the run will not repeat an "
+                          "uninterrupted one", stacklevel=3)
+        if state["dataset_len"] != len(self.dataset):
+            warnings.warn(f"resuming {path}: the dataset had {state['dataset_len']} items, now {len(self.dataset)}",
+                          stacklevel=3)
+        self.last_checkpoint = path
+        self.last_metrics = state["metrics"]
+        return int(state["step"])
+
+
+def _scalars(out: Any, step: int) -> dict[str, torch.Tensor]:
+    """Detached float copies of an objective's outputs, checked to be scalars with a ``loss``."""
+    if not isinstance(out, dict) or "loss" not in out:
+        raise TypeError(f"step {step}: the objective must return a dict with a 'loss' entry, got "
+                        f"{type(out).__name__}{sorted(out) if isinstance(out, dict) else ''}")
+    values = {}
+    for key, value in out.items():
+        value = torch.as_tensor(value)
+        if value.numel() != 1:
+            raise ValueError(f"step {step}: objective output {key!r} has shape {tuple(value.shape)}; "
+                             "expected a scalar")
+        values[key] = value.detach().float().reshape(())
+    return values
