@@ -5,5 +5,17 @@ from vlprune.models.io import CheckpointError, build_model, create_model, load, 
 from vlprune.registry import list_models, register_model
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "ModelConfig", "TextConfig", "VisionConfig", "CheckpointError", "build_model",
-           "create_model", "load", "load_tokenizer", "save", "list_models", "register_model"]
+__all__ = [
+           "CheckpointError",
+           "ConfigError",
+           "ModelConfig",
+           "TextConfig",
+           "VisionConfig",
+           "build_model",
+           "create_model",
+           "list_models",
+           "load",
+           "load_tokenizer",
+           "register_model",
+           "save",
+]

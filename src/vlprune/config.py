@@ -8,6 +8,7 @@ non-uniform models; an int given for a per-layer field is broadcast to every lay
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ def _per_layer(owner: str, name: str, value: Any, num_layers: int) -> tuple[int,
     if isinstance(value, bool):
         _require(False, owner, name, value, "an int or a list of ints")
     if isinstance(value, int):
+        _require(value >= 0, owner, name, value, "a non-negative int or a list of non-negative ints")
         return (value,) * num_layers
     _require(isinstance(value, (list, tuple)), owner, name, value, "an int or a list of ints")
     _require(len(value) == num_layers, owner, name, value, f"a list of {num_layers} entries (one per layer)")
@@ -38,9 +40,12 @@ def _per_layer(owner: str, name: str, value: Any, num_layers: int) -> tuple[int,
     return tuple(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(owner: str, name: str, value: Any) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, owner, name, value,
-             "a positive int")
+    _require(_is_int(value) and value > 0, owner, name, value, "a positive int")
 
 
 def _unknown_keys(cls: type, data: dict[str, Any]) -> None:
@@ -69,11 +74,13 @@ class TowerConfig:
         owner = type(self).__name__
         _positive_int(owner, "width", self.width)
         _positive_int(owner, "head_dim", self.head_dim)
-        _require(isinstance(self.num_layers, int) and self.num_layers >= 0, owner, "num_layers",
+        _require(_is_int(self.num_layers) and self.num_layers >= 0, owner, "num_layers",
                  self.num_layers, "an int >= 0")
         object.__setattr__(self, "num_heads", _per_layer(owner, "num_heads", self.num_heads, self.num_layers))
         object.__setattr__(self, "intermediate_size",
                            _per_layer(owner, "intermediate_size", self.intermediate_size, self.num_layers))
+        _require(self.layer_map is None or isinstance(self.layer_map, (list, tuple)), owner, "layer_map",
+                 self.layer_map, "None or a list of original layer indices (one per layer)")
         layer_map = tuple(range(self.num_layers)) if self.layer_map is None else self.layer_map
         layer_map = _per_layer(owner, "layer_map", list(layer_map), self.num_layers)
         _require(list(layer_map) == sorted(set(layer_map)), owner, "layer_map", layer_map,
@@ -81,6 +88,8 @@ class TowerConfig:
         object.__setattr__(self, "layer_map", layer_map)
         _require(self.act in ("gelu", "gelu_tanh", "quick_gelu", "relu"), owner, "act", self.act,
                  "one of gelu, gelu_tanh, quick_gelu, relu")
+        for name in ("pre_norm", "qkv_bias"):
+            _require(isinstance(getattr(self, name), bool), owner, name, getattr(self, name), "true or false")
         _require(isinstance(self.layer_norm_eps, float) and 0 < self.layer_norm_eps < 1, owner,
                  "layer_norm_eps", self.layer_norm_eps, "a float in (0, 1)")
 
@@ -105,7 +114,11 @@ class VisionConfig(TowerConfig):
         _positive_int(owner, "channels", self.channels)
         _require(self.image_size % self.patch_size == 0, owner, "patch_size", self.patch_size,
                  f"a divisor of image_size={self.image_size}")
+        for name in ("ln_pre", "patch_bias"):
+            _require(isinstance(getattr(self, name), bool), owner, name, getattr(self, name), "true or false")
         for name in ("image_mean", "image_std"):
+            _require(isinstance(getattr(self, name), (list, tuple)), owner, name, getattr(self, name),
+                     f"{self.channels} numbers (one per channel)")
             value = tuple(getattr(self, name))
             _require(len(value) == self.channels and all(isinstance(v, (int, float)) for v in value), owner, name,
                      value, f"{self.channels} numbers (one per channel)")
@@ -139,11 +152,13 @@ class TextConfig(TowerConfig):
         _require(self.flavour in ("clip", "bert"), owner, "flavour", self.flavour, "'clip' or 'bert'")
         _positive_int(owner, "vocab_size", self.vocab_size)
         _positive_int(owner, "max_length", self.max_length)
-        _require(0 <= self.pad_token_id < self.vocab_size, owner, "pad_token_id", self.pad_token_id,
-                 f"an id in [0, {self.vocab_size})")
+        _require(_is_int(self.pad_token_id) and 0 <= self.pad_token_id < self.vocab_size, owner, "pad_token_id",
+                 self.pad_token_id, f"an id in [0, {self.vocab_size})")
         if self.eot_token_id is not None:
-            _require(0 <= self.eot_token_id < self.vocab_size, owner, "eot_token_id", self.eot_token_id,
-                     f"None or an id in [0, {self.vocab_size})")
+            _require(_is_int(self.eot_token_id) and 0 <= self.eot_token_id < self.vocab_size, owner,
+                     "eot_token_id", self.eot_token_id, f"None or an id in [0, {self.vocab_size})")
+        _require(isinstance(self.cross_attention_layers, (list, tuple)), owner, "cross_attention_layers",
+                 self.cross_attention_layers, "a list of layer indices")
         cross = tuple(self.cross_attention_layers)
         _require(all(isinstance(i, int) and 0 <= i < self.num_layers for i in cross) and len(set(cross)) ==
                  len(cross), owner, "cross_attention_layers", cross,
@@ -152,7 +167,7 @@ class TextConfig(TowerConfig):
         if cross:
             _require(self.flavour == "bert", owner, "cross_attention_layers", cross,
                      "empty for flavour='clip' (cross-attention needs the BERT-style encoder)")
-            _require(self.encoder_width is not None and self.encoder_width > 0, owner, "encoder_width",
+            _require(_is_int(self.encoder_width) and self.encoder_width > 0, owner, "encoder_width",
                      self.encoder_width, "the vision width (a positive int) when cross_attention_layers is set")
 
     @property
@@ -188,7 +203,11 @@ class ModelConfig:
                  "a VisionConfig")
         _require(isinstance(self.text, TextConfig), owner, "text", type(self.text).__name__, "a TextConfig")
         _positive_int(owner, "embed_dim", self.embed_dim)
-        _require(isinstance(self.num_answers, int) and self.num_answers >= 0, owner, "num_answers",
+        _require(isinstance(self.init_logit_scale, (int, float)) and not isinstance(self.init_logit_scale, bool)
+                 and math.isfinite(self.init_logit_scale), owner, "init_logit_scale", self.init_logit_scale,
+                 "a finite number")
+        _require(isinstance(self.name, str), owner, "name", self.name, "a string")
+        _require(_is_int(self.num_answers) and self.num_answers >= 0, owner, "num_answers",
                  self.num_answers, "an int >= 0")
         _require(self.format_version == FORMAT_VERSION, owner, "format_version", self.format_version,
                  f"{FORMAT_VERSION} (this vlprune reads format {FORMAT_VERSION}; upgrade vlprune to read newer "
@@ -211,6 +230,10 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"ModelConfig: expected a JSON object, got {type(data).__name__}")
+        if "format_version" in data:  # checked first: a newer format may also bring fields this version lacks
+            _require(data["format_version"] == FORMAT_VERSION, "ModelConfig", "format_version",
+                     data["format_version"], f"{FORMAT_VERSION} (this vlprune reads format {FORMAT_VERSION}; "
+                     "upgrade vlprune to read newer checkpoints)")
         _unknown_keys(cls, data)
         data = dict(data)
         for key, sub in (("vision", VisionConfig), ("text", TextConfig)):
@@ -230,7 +253,10 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> ModelConfig:
         source = str(text_or_path)
-        text = Path(source).read_text() if not source.lstrip().startswith("{") else source
+        try:
+            text = Path(source).read_text() if not source.lstrip().startswith("{") else source
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config {source[:80]!r} is not UTF-8 JSON text: {err}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -6,8 +6,8 @@ built with random weights by ``vlprune.create_model(name)`` (speed does not need
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vlprune.config import ModelConfig, TextConfig, VisionConfig
 from vlprune.tokenizer import EOS_ID, PAD_ID, toy_tokenizer

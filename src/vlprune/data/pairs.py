@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vlprune.config import VisionConfig
+from vlprune.data.images import Preprocess
 from vlprune.data.toyworld import ANSWERS, ToyWorld
 from vlprune.tokenizer import WordTokenizer
 
 
-def to_pixels(images: np.ndarray | list[np.ndarray], vision: VisionConfig) -> torch.Tensor:
-    """uint8 (B, H, W, 3) images at the model's size -> normalised float (B, 3, H, W)."""
-    arr = np.stack(images) if isinstance(images, list) else images
-    if arr.ndim != 4 or arr.shape[1:3] != (vision.image_size, vision.image_size):
-        raise ValueError(f"images must be (B, {vision.image_size}, {vision.image_size}, 3) uint8, got {arr.shape}")
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(vision.image_mean).view(1, -1, 1, 1)
-    std = torch.tensor(vision.image_std).view(1, -1, 1, 1)
-    return (x - mean) / std
+def to_pixels(images: Sequence[np.ndarray], vision: VisionConfig) -> torch.Tensor:
+    """Images (uint8 arrays or PIL) -> normalised float (B, 3, H, W) with the model's preprocessing."""
+    return Preprocess(vision.image_size, vision.image_mean, vision.image_std).batch(images)
 
 
 @dataclass

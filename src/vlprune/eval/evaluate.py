@@ -46,7 +46,7 @@ def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) ->
     embs, tokens = [], []
     for idx in _chunks(count, batch_size, "images"):
         state = model.visual(to_pixels([world.image(i) for i in idx], model.config.vision))
-        embs.append(torch.nn.functional.normalize(model.visual_proj(state.x[:, 0]), dim=-1))
+        embs.append(model.image_embedding(state, normalize=True))
         tokens.append(state.x)
     return torch.cat(embs), torch.cat(tokens)
 
@@ -58,8 +58,7 @@ def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch
     for idx in _chunks(len(texts), batch_size, "texts"):
         ids, mask = tokenizer([texts[i] for i in idx])
         state = model.text(ids, mask)
-        pooled = state.x[torch.arange(len(ids)), model.text.pool_index(ids, mask)]
-        embs.append(torch.nn.functional.normalize(model.text_proj(pooled), dim=-1))
+        embs.append(model.text_embedding(state, ids, mask, normalize=True))
         tokens.append(state.x)
         masks.append(mask)
     return torch.cat(embs), torch.cat(tokens), torch.cat(masks)

@@ -4,4 +4,4 @@ from vlprune.models.clip import CLIP
 from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import Attention, Block, ForwardContext, TokenState
 
-__all__ = ["CLIP", "FusionModel", "Attention", "Block", "ForwardContext", "TokenState"]
+__all__ = ["CLIP", "Attention", "Block", "ForwardContext", "FusionModel", "TokenState"]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprune.config import ModelConfig
+from vlprune.models.layers import TokenState
 from vlprune.models.text import TextTransformer
 from vlprune.models.vision import VisionTransformer
 
@@ -40,13 +41,21 @@ class DualTowerModel(nn.Module):
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Projected image embedding from the final [CLS] token."""
-        emb = self.visual_proj(self.visual(pixel_values).x[:, 0])
+        return self.image_embedding(self.visual(pixel_values), normalize)
+
+    def image_embedding(self, state: TokenState, normalize: bool = False) -> torch.Tensor:
+        """Project the [CLS] token of a finished image tower pass."""
+        emb = self.visual_proj(state.x[:, 0])
         return F.normalize(emb, dim=-1) if normalize else emb
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     normalize: bool = False) -> torch.Tensor:
         """Projected text embedding from the pooled token ([CLS] or end-of-text)."""
-        state = self.text(input_ids, attention_mask)
+        return self.text_embedding(self.text(input_ids, attention_mask), input_ids, attention_mask, normalize)
+
+    def text_embedding(self, state: TokenState, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                       normalize: bool = False) -> torch.Tensor:
+        """Project the pooled token ([CLS] or end-of-text) of a finished text tower pass."""
         idx = self.text.pool_index(input_ids, attention_mask)
         emb = self.text_proj(state.x[torch.arange(len(idx), device=idx.device), idx])
         return F.normalize(emb, dim=-1) if normalize else emb

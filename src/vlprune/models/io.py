@@ -63,7 +63,8 @@ def resolve(name_or_dir: str | Path) -> Path:
         raise CheckpointError(f"{name_or_dir!r} is a known architecture without bundled weights; build it with "
                               f"vlprune.create_model({str(name_or_dir)!r}) or pass a checkpoint directory")
     raise CheckpointError(f"no checkpoint directory or bundled model named {str(name_or_dir)!r}; bundled: "
-                          f"{[n for n in list_models() if bundled_dir(n)]}")
+                          f"{[n for n in list_models() if bundled_dir(n)]}; architectures (random weights, "
+                          f"vlprune.create_model): {list_models()}")
 
 
 def load(name_or_dir: str | Path, map_location: str = "cpu") -> Model:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import TokenState
-from vlprune.train.distributed import all_gather_with_grad, rank
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
+from vlprune.train.distributed import all_gather_with_grad, rank
 
 TASKS = ("itc", "itm", "mlm", "vqa")
 
@@ -37,6 +37,9 @@ def itc_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch
 
 def sample_hard_negatives(similarity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """For each row, one column index != the row's own, drawn with probability softmax(similarity)."""
+    if similarity.shape[0] < 2 or similarity.shape[1] < 2:
+        raise ValueError(f"hard negatives need at least 2 pairs per micro-batch, got a similarity of shape "
+                         f"{tuple(similarity.shape)}; raise batch_size or lower grad_accum / the number of ranks")
     weights = similarity.detach().float().softmax(dim=1)
     weights.fill_diagonal_(0.0)
     weights = weights + 1e-9 * (1 - torch.eye(len(weights), device=weights.device))
@@ -77,17 +80,18 @@ class Objective:
             raise ValueError(f"tasks {sorted(needs_fusion)} need a fusion model (kind='fusion')")
         out: dict[str, torch.Tensor] = {}
         pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
+        image_state = model.visual(pixels)
+        image_emb = model.image_embedding(image_state, normalize=True)
         if "vqa" in self.tasks:
-            logits = model.vqa_logits(pixels, batch["question_ids"], batch["question_mask"])
+            if model.vqa_head is None:
+                raise ValueError("task 'vqa' needs a model with a VQA head (config num_answers > 0)")
+            question = model.text(batch["question_ids"], batch["question_mask"])
+            logits = model.vqa_head(model.fuse(question, image_state).x[:, 0])
             out["vqa"] = F.cross_entropy(logits, batch["answer"])
             out["vqa_acc"] = (logits.argmax(-1) == batch["answer"]).float().mean().detach()
-        if {"itc", "itm", "mlm"} & set(self.tasks):
-            image_state = model.visual(pixels)
-            image_emb = F.normalize(model.visual_proj(image_state.x[:, 0]), dim=-1)
         if {"itc", "itm"} & set(self.tasks):
             text_state = model.text(ids, mask)
-            idx = model.text.pool_index(ids, mask)
-            text_emb = F.normalize(model.text_proj(text_state.x[torch.arange(len(idx), device=idx.device), idx]), dim=-1)
+            text_emb = model.text_embedding(text_state, ids, mask, normalize=True)
             out["itc"] = itc_loss(image_emb, text_emb, model.logit_scale)
             out["temperature"] = (1.0 / model.logit_scale.exp()).detach()
         if "itm" in self.tasks:
@@ -96,7 +100,10 @@ class Objective:
             masked, labels = mask_tokens(ids, mask, model.config.text.vocab_size, ctx.generator)
             fused = model.fuse(model.text(masked, mask), image_state)
             logits = model.mlm_head(fused.x)
-            out["mlm"] = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            # sum / count (not the mean): a micro-batch where no token was chosen gives 0, not NaN
+            chosen = (labels != -100).sum().clamp(min=1)
+            out["mlm"] = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                         reduction="sum") / chosen
         out["loss"] = sum(w * out[name] for name, w in self.tasks.items())
         return out
 

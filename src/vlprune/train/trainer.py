@@ -306,8 +306,13 @@ def _trim_jsonl(path: Path, max_step: int) -> None:
     """Drop the lines logged after ``max_step`` (a resumed run logs them again)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= max_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
@@ -328,10 +333,10 @@ class Trainer:
                  config: TrainConfig, out_dir: str | Path,
                  param_groups_fn: Callable[[nn.Module], list[dict[str, Any]]] | None = None, *,
                  device: str | torch.device | None = None, progress: bool = True) -> None:
-        if device is None:
-            device = f"cuda:{D.local_rank()}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", D.local_rank())
             torch.cuda.set_device(self.device)
         D.init_distributed("nccl" if self.device.type == "cuda" else "gloo")
         self.rank, self.world_size = D.rank(), D.world_size()
@@ -393,7 +398,10 @@ class Trainer:
         """Clean up after interrupted writes, load the latest checkpoint; returns the completed step count."""
         if self.rank == 0 and self.checkpoint_root.is_dir():
             for leftover in self.checkpoint_root.glob(".tmp-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
         checkpoint = latest_checkpoint(self.out_dir)
         if checkpoint is not None and not resume:
             raise FileExistsError(f"{self.out_dir} already holds checkpoints ({checkpoint.name}); pass "
