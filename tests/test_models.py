@@ -13,6 +13,7 @@ from vlprune.models import CLIP, FusionModel
 from vlprune.models.layers import ForwardContext, TokenState
 
 CAPTION = "a big red square at top left and a small blue circle"
+ZERO_INIT_WARNING = "ignore:Initializing zero-element tensors:UserWarning"
 
 
 def _all_blocks(model):
@@ -136,6 +137,7 @@ def test_padding_does_not_change_itm(fusion_model, pixels, tokenizer):
 
 # -- zero-width sub-layers ------------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings(ZERO_INIT_WARNING)
 @pytest.mark.parametrize("pre_norm", [True, False])
 def test_zero_heads_and_zero_mlp_contribute_nothing(pre_norm, pixels):
     torch.manual_seed(0)
@@ -164,6 +166,7 @@ def test_zero_heads_and_zero_mlp_contribute_nothing(pre_norm, pixels):
     assert emb.shape == (3, 16) and torch.isfinite(emb).all()
 
 
+@pytest.mark.filterwarnings(ZERO_INIT_WARNING)
 def test_zero_head_text_and_fusion_layers_run(pixels, tokenizer):
     torch.manual_seed(0)
     cfg = tiny_fusion_config(text={"num_heads": [0, 4, 0], "intermediate_size": [64, 0, 0]})

@@ -41,7 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          warmup_steps=args.warmup_steps, grad_accum=args.grad_accum, seed=args.seed,
                          ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
-    final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size)
+    final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
+                  args.momentum_queue, args.momentum)
     print(f"saved {final}")
     return 0
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="checkpoint (dir or bundled name) to initialise weights from")
     p.add_argument("--init-parts", default="", help="comma list of top-level parts to copy, e.g. visual,visual_proj")
     p.add_argument("--train-size", type=int, help="number of training scenes (default: the whole split)")
+    p.add_argument("--momentum-queue", type=int, default=0,
+                   help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
+    p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")

@@ -16,6 +16,7 @@ from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import TokenState
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
 from vlprune.train.distributed import all_gather_with_grad, rank
+from vlprune.train.momentum import MomentumQueue, queued_itc_loss
 
 TASKS = ("itc", "itm", "mlm", "vqa")
 
@@ -75,6 +76,8 @@ class Objective:
             raise ValueError(f"tasks={sorted(self.tasks)}: choose from {TASKS}")
 
     def __call__(self, model, batch: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
+        wrapper = model if isinstance(model, MomentumQueue) else None
+        model = wrapper.model if wrapper is not None else model
         needs_fusion = set(self.tasks) - {"itc"}
         if needs_fusion and not isinstance(model, FusionModel):
             raise ValueError(f"tasks {sorted(needs_fusion)} need a fusion model (kind='fusion')")
@@ -92,7 +95,8 @@ class Objective:
         if {"itc", "itm"} & set(self.tasks):
             text_state = model.text(ids, mask)
             text_emb = model.text_embedding(text_state, ids, mask, normalize=True)
-            out["itc"] = itc_loss(image_emb, text_emb, model.logit_scale)
+            out["itc"] = (queued_itc_loss(wrapper, image_emb, text_emb, model.logit_scale, batch) if wrapper
+                          else itc_loss(image_emb, text_emb, model.logit_scale))
             out["temperature"] = (1.0 / model.logit_scale.exp()).detach()
         if "itm" in self.tasks:
             out["itm"] = self._itm(model, image_state, text_state, image_emb, text_emb, mask, ctx.generator)

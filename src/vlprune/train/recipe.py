@@ -22,6 +22,7 @@ from vlprune.models.io import (
 from vlprune.registry import list_models, model_config
 from vlprune.tokenizer import toy_tokenizer
 from vlprune.train.distributed import rank
+from vlprune.train.momentum import MomentumQueue
 from vlprune.train.objectives import Objective
 from vlprune.train.trainer import TrainConfig, Trainer
 
@@ -47,16 +48,21 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 
 
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
-          init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None) -> Path:
-    """Train on the toy world's train split; returns the directory of the saved final model."""
+          init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
+          momentum_queue: int = 0, momentum: float = 0.995) -> Path:
+    """Train on the toy world's train split; returns the directory of the saved final model.
+
+    ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
+    """
     net = initial_model(model, init_from, init_parts)
     net.train()
+    trained = MomentumQueue(net, momentum_queue, momentum) if momentum_queue else net
     try:
         tokenizer = load_tokenizer(resolve(model))
     except CheckpointError:
         tokenizer = toy_tokenizer(net.config.text.max_length)
     dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size))
-    trainer = Trainer(net, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir)
+    trainer = Trainer(trained, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir)
     trainer.fit(resume=True)
     final = Path(out_dir) / "model"
     if rank() == 0:
