@@ -19,6 +19,7 @@ from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model
 from vlprune.models.layers import TokenState
+from vlprune.reduce.base import token_schedule
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
@@ -64,9 +65,14 @@ def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch
     return torch.cat(embs), torch.cat(tokens), torch.cat(masks)
 
 
-def _costs(model: Model, text_length: int) -> dict[str, float]:
+def _costs(model: Model, text_length: int) -> dict:
+    """Params and analytic GFLOPs, following the token schedule of any reduction method on the model."""
+    schedule = token_schedule(model)
+    reduction = getattr(model, "reduction", None)
     return {"params": model.num_params(), "vision_params": model.num_params("vision"),
-            "text_params": model.num_params("text"), **model_gflops(model.config, text_length)}
+            "text_params": model.num_params("text"), **model_gflops(model.config, text_length, schedule),
+            "method": reduction.to_dict() if reduction else {"method": "none"},
+            "token_schedule": [list(pair) for pair in schedule]}
 
 
 @torch.no_grad()

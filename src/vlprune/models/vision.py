@@ -23,6 +23,8 @@ class VisionTransformer(nn.Module):
         self.norm_pre = nn.LayerNorm(w, eps=cfg.layer_norm_eps) if cfg.ln_pre else nn.Identity()
         self.blocks = nn.ModuleList(Block(cfg, i, f"vision.{i}") for i in range(cfg.num_layers))
         self.norm = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
+        self.proportional_attn = False  # set by token-merging methods: keys get +log(size) (ToMe)
+        self.trace_source = False       # track which patches each token covers (TokenState.source)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
 
@@ -49,8 +51,11 @@ class VisionTransformer(nn.Module):
         return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
 
     def forward(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None) -> TokenState:
-        ctx = ForwardContext() if ctx is None else ctx
+        ctx = ForwardContext(proportional_attn=self.proportional_attn) if ctx is None else ctx
         state = self.embed(pixel_values)
+        if self.trace_source:
+            b, n, _ = state.x.shape
+            state.source = torch.eye(n, device=state.x.device, dtype=state.x.dtype).expand(b, n, n)
         for block in self.blocks:
             state = block(state, ctx)
         state.x = self.norm(state.x)

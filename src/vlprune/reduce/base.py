@@ -1,0 +1,148 @@
+"""Token reduction inside the vision encoder: a config dataclass per method, a registry, and one call.
+
+``vlprune.apply(model, config)`` installs a method through the hook points of ``models/layers.py``;
+``vlprune.apply(model, None)`` removes it and leaves exactly the base model. Every method reports its exact
+token schedule (tokens entering attention and MLP of each layer), which the FLOP counter uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+from vlprune.config import ConfigError, VisionConfig
+from vlprune.models.layers import TokenState
+
+_METHODS: dict[str, type[ReduceConfig]] = {}
+
+
+def register_method(cls: type[ReduceConfig]) -> type[ReduceConfig]:
+    _METHODS[cls.method] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_config(name: str, **values: Any) -> ReduceConfig:
+    """Build a method's config by name (``vlprune eval --method NAME --set key=value``)."""
+    if name not in _METHODS:
+        raise ConfigError(f"unknown token-reduction method {name!r}; known: {', '.join(list_methods())}")
+    cls = _METHODS[name]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ReduceConfig:
+    """Base of every method config. Subclasses define ``method``, ``check``, ``schedule`` and ``attach``."""
+
+    method: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **asdict(self)}
+
+    def check(self, vision: VisionConfig) -> None:
+        """Raise ``ConfigError`` if the config does not fit this vision tower."""
+
+    def schedule(self, vision: VisionConfig) -> list[tuple[int, int]]:
+        """Tokens entering (attention, MLP) of every layer."""
+        n = vision.num_patches + 1
+        return [(n, n)] * vision.num_layers
+
+    def attach(self, model: Any) -> None:
+        """Install hooks on ``model.visual``."""
+
+
+def check_ratio(owner: str, name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value <= 1.0):
+        raise ConfigError(f"{owner}.{name}={value!r} is invalid: expected a keep ratio in (0, 1]")
+
+
+def check_layers(owner: str, name: str, layers: tuple[int, ...], num_layers: int) -> None:
+    if not all(isinstance(i, int) and 0 <= i < num_layers for i in layers) or len(set(layers)) != len(layers):
+        raise ConfigError(f"{owner}.{name}={layers!r} is invalid: expected distinct layer indices in "
+                          f"[0, {num_layers}) for this {num_layers}-layer vision tower")
+
+
+def kept_count(keep_ratio: float, patches: int) -> int:
+    """EViT's rule: ceil(ratio x current non-[CLS] tokens), at least 1."""
+    return max(1, math.ceil(keep_ratio * patches))
+
+
+def detach(model: Any) -> None:
+    """Remove every reduction hook: the model computes exactly as the base model again."""
+    visual = model.visual
+    for block in visual.blocks:
+        block.pre_hook = block.mid_hook = None
+        block.wants_cls_attn = block.wants_keys = False
+    visual.proportional_attn = False
+    visual.trace_source = False
+    model.reduction = None
+
+
+def apply(model: Any, config: ReduceConfig | None) -> Any:
+    """Turn ``config``'s method on (replacing any other), or off with ``None``. Returns ``model``."""
+    detach(model)
+    if config is None:
+        return model
+    if not isinstance(config, ReduceConfig):
+        raise TypeError(f"apply() takes a ReduceConfig (e.g. ToMeConfig(r=8)) or None, got {type(config).__name__}")
+    config.check(model.config.vision)
+    config.attach(model)
+    model.reduction = config
+    return model
+
+
+def token_schedule(model: Any) -> list[tuple[int, int]]:
+    """The schedule of the method on ``model`` (the base schedule when none)."""
+    config = getattr(model, "reduction", None) or ReduceConfig()
+    return config.schedule(model.config.vision)
+
+
+# -- shared token operations ---------------------------------------------------------------------------
+
+def _sizes(state: TokenState) -> torch.Tensor:
+    if state.size is not None:
+        return state.size
+    b, n, _ = state.x.shape
+    return state.x.new_ones(b, n, 1)
+
+
+def keep_and_fuse(state: TokenState, keep: torch.Tensor, weights: torch.Tensor | None) -> TokenState:
+    """Keep [CLS] and the patch tokens ``keep`` (B, k) (indices into the non-[CLS] tokens, kept in their
+    original order); fuse all others into one token appended last, as the ``weights``-weighted sum (B, N-1)
+    of their features (EViT eq.; pass renormalised weights for ELIP's eq. 4). ``weights=None`` prunes only."""
+    keep = keep.sort(dim=1).values
+    b, n, d = state.x.shape
+    size = _sizes(state)
+    patches_x, patches_size = state.x[:, 1:], size[:, 1:]
+    dropped = torch.ones(b, n - 1, dtype=torch.bool, device=state.x.device).scatter_(1, keep, False)
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(1, keep[..., None].expand(-1, -1, t.shape[-1]))
+
+    parts_x, parts_size = [state.x[:, :1], gather(patches_x)], [size[:, :1], gather(patches_size)]
+    parts_source = None
+    if state.source is not None:
+        parts_source = [state.source[:, :1], gather(state.source[:, 1:])]
+    fused = weights is not None and keep.shape[1] < n - 1
+    if fused:
+        w = (weights * dropped)[..., None].to(state.x.dtype)
+        parts_x.append((w * patches_x).sum(dim=1, keepdim=True))
+        parts_size.append((patches_size * dropped[..., None]).sum(dim=1, keepdim=True))
+        if parts_source is not None:
+            parts_source.append((state.source[:, 1:] * dropped[..., None]).sum(dim=1, keepdim=True))
+    mask = None
+    if state.mask is not None:
+        mask = torch.cat([state.mask[:, :1], state.mask[:, 1:].gather(1, keep)] +
+                         ([state.mask.new_ones(b, 1)] if fused else []), dim=1)
+    return TokenState(x=torch.cat(parts_x, dim=1), size=torch.cat(parts_size, dim=1),
+                      source=None if parts_source is None else torch.cat(parts_source, dim=1), mask=mask)
