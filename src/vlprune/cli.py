@@ -16,6 +16,8 @@ import torch
 from vlprune.config import ConfigError
 from vlprune.data.images import ImageLoadError
 from vlprune.models.io import CheckpointError, load, load_tokenizer, resolve
+from vlprune.reduce import apply, list_methods, method_config
+from vlprune.reduce.base import parse_value
 from vlprune.registry import list_models
 
 USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, FileNotFoundError)
@@ -47,11 +49,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(pairs: list[str]) -> dict:
+    """``["keep_ratio=0.5", "layers=[3,6]"]`` -> {"keep_ratio": 0.5, "layers": (3, 6)}."""
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected key=value")
+        values[key.strip()] = parse_value(raw)
+    return values
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from vlprune.eval.evaluate import evaluate
 
     torch.set_num_threads(args.threads) if args.threads else None
     model = load(args.model)
+    if args.method != "none":
+        apply(model, method_config(args.method, **_settings(args.set)))
     result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k)
     result["threads"] = torch.get_num_threads()
     text = json.dumps(result, indent=2)
@@ -89,6 +104,28 @@ def _has_weights(name: str) -> bool:
         return True
     except CheckpointError:
         return False
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from vlprune.eval.bench import bench_image_tower, write_rows
+    from vlprune.models.io import create_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load(args.model) if _has_weights(args.model) else create_model(args.model)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    rows = bench_image_tower(model, args.methods, batches, args.warmup, args.iters, args.device, dtype)
+    header = ("method", "batch", "img/s", "ms", "GFLOPs", "speedup", "ideal", "peak MB")
+    print(f"{header[0]:<28} " + " ".join(f"{h:>9}" for h in header[1:]))
+    for r in rows:
+        peak = f"{r.peak_mem_mb:8.1f}" if r.peak_mem_mb is not None else "       ?"
+        print(f"{r.method[:28]:<28} {r.batch:>9} {r.images_per_s:>9.1f} {r.ms_per_batch:>9.2f} "
+              f"{r.vision_gflops:>9.3f} {r.measured_speedup:>9.2f} {r.ideal_speedup:>9.2f} {peak:>9}")
+    print(f"threads={torch.get_num_threads()} device={args.device} dtype={args.dtype}")
+    if args.out:
+        write_rows(rows, Path(args.out))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -133,11 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of the top-k (fusion models; 0 = off)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--method", default="none", help=f"token reduction: none, {', '.join(list_methods())}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="method config value (JSON), repeatable, e.g. --set keep_ratio=0.5 --set layers=[3,6]")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("info", help="params, per-layer shapes and GFLOPs of a model")
     p.add_argument("model", help="architecture name, bundled model or checkpoint directory")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("bench", help="images/s, latency, peak memory and GFLOPs of the image tower per method")
+    p.add_argument("--model", default="toy-clip",
+                   help="bundled model, checkpoint dir, or architecture name (random weights)")
+    p.add_argument("--methods", nargs="+", default=["none"],
+                   help="method specs, base first: none tome:r=4 evit:layers=[3,6,9],keep_ratio=0.7 random")
+    p.add_argument("--batch-sizes", default="1,32,64")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--threads", type=int, help="torch threads (recorded in every row)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--out", help="write rows as .csv or .json")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="evaluate the bundled models on the toy world and write a report")
     p.add_argument("--out", default="runs/demo")

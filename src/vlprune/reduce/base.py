@@ -7,6 +7,7 @@ token schedule (tokens entering attention and MLP of each layer), which the FLOP
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -38,6 +39,40 @@ def method_config(name: str, **values: Any) -> ReduceConfig:
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
     return cls(**values)
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value: JSON where it parses (lists become tuples), else the string itself."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets: ``r=[1,2],x=3`` -> ["r=[1,2]", "x=3"]."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += 1 if char in "[(" else -1 if char in "])" else 0
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [p for p in parts + [text[start:]] if p]
+
+
+def parse_method(spec: str) -> tuple[str, ReduceConfig | None]:
+    """``none`` / ``tome:r=4`` / ``evit:layers=[3,6],keep_ratio=0.5`` -> (spec, config or None)."""
+    name, _, rest = spec.partition(":")
+    if name == "none":
+        return spec, None
+    values = {}
+    for pair in _split_top_level(rest):
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"method {spec!r}: expected NAME or NAME:key=value,key=value")
+        values[key.strip()] = parse_value(raw)
+    return spec, method_config(name, **values)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,125 @@
+"""Wall-clock benchmark of the image tower, like timm's benchmark.py: one row per (method, batch size).
+
+Warm-up, then the median of timed iterations; images/s at each batch size, latency at batch 1, peak memory
+(CUDA allocator on GPU; peak-RSS growth on Linux CPU), analytic GFLOPs and params. Speedups are measured
+against the base model *in the same process* and shown beside the FLOP-ideal speedup.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from vlprune.eval.flops import model_gflops
+from vlprune.reduce.base import apply, parse_method, token_schedule
+
+
+@dataclass
+class BenchRow:
+    model: str
+    method: str
+    config: str
+    batch: int
+    images_per_s: float
+    ms_per_batch: float
+    vision_gflops: float
+    params: int
+    peak_mem_mb: float | None
+    threads: int
+    device: str
+    dtype: str
+    measured_speedup: float = 1.0
+    ideal_speedup: float = 1.0
+
+
+def _peak_rss_reset() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def measure(fn: Callable[[], object], warmup: int, iters: int, device: torch.device) -> tuple[float, float | None]:
+    """Median seconds per call and peak memory growth in MB during the timed calls (None if unknown)."""
+    for _ in range(warmup):
+        fn()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        can_track = _peak_rss_reset()
+        base = _rss_mb("VmRSS") if can_track else None
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    elif base is not None:
+        peak = _rss_mb("VmHWM") - base
+    return statistics.median(times), peak
+
+
+def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] = (1, 32, 64), warmup: int = 3,
+                      iters: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> list[BenchRow]:
+    """Benchmark ``encode_image`` for every method spec (``none`` first is the speedup reference)."""
+    dev = torch.device(device)
+    model = model.to(dev, dtype).eval()
+    vision = model.config.vision
+    base_gflops = model_gflops(model.config)["vision_gflops"]
+    rows: list[BenchRow] = []
+    base_speed: dict[int, float] = {}
+    for spec in methods:
+        label, config = parse_method(spec)
+        apply(model, config)
+        gflops = model_gflops(model.config, schedule=token_schedule(model))["vision_gflops"]
+        for batch in batch_sizes:
+            pixels = torch.randn(batch, vision.channels, vision.image_size, vision.image_size, device=dev, dtype=dtype)
+            with torch.inference_mode():
+                seconds, peak = measure(partial(model.encode_image, pixels), warmup, iters, dev)
+            speed = batch / seconds
+            if config is None:
+                base_speed[batch] = speed
+            rows.append(BenchRow(model.config.name, label, json.dumps(config.to_dict() if config else {}),
+                                 batch, speed, 1000 * seconds, gflops, model.num_params("vision"), peak,
+                                 torch.get_num_threads(), dev.type, str(dtype).replace("torch.", ""),
+                                 speed / base_speed[batch] if batch in base_speed else float("nan"),
+                                 base_gflops / gflops))
+    apply(model, None)
+    return rows
+
+
+def write_rows(rows: list[BenchRow], out: Path) -> None:
+    """CSV (``.csv``) or JSON (anything else) with machine info."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        with out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0])))
+            writer.writeheader()
+            writer.writerows(asdict(r) for r in rows)
+    else:
+        machine = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__}
+        out.write_text(json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")

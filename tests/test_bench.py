@@ -1,0 +1,51 @@
+"""Benchmark rows (structure, reference speedup, ideal speedup from GFLOPs) and method specs."""
+
+import csv
+import json
+
+import pytest
+
+import vlprune
+from vlprune.cli import main
+from vlprune.config import ConfigError
+from vlprune.eval.bench import bench_image_tower, write_rows
+from vlprune.reduce import EViTConfig, ToMeConfig
+from vlprune.reduce.base import parse_method
+
+
+def test_parse_method_specs():
+    assert parse_method("none") == ("none", None)
+    assert parse_method("tome:r=[1,2]")[1] == ToMeConfig(r=(1, 2))
+    assert parse_method("evit:layers=[0,1],keep_ratio=0.5")[1] == EViTConfig(layers=(0, 1), keep_ratio=0.5)
+    with pytest.raises(ConfigError, match="expected NAME"):
+        parse_method("evit:keep_ratio")
+
+
+def test_bench_rows_and_files(clip_config, tmp_path):
+    model = vlprune.build_model(clip_config)
+    rows = bench_image_tower(model, ["none", "evit:layers=[0],keep_ratio=0.5"], batch_sizes=(1, 2), warmup=1, iters=2)
+    assert [(r.method, r.batch) for r in rows] == [("none", 1), ("none", 2), ("evit:layers=[0],keep_ratio=0.5", 1),
+                                                   ("evit:layers=[0],keep_ratio=0.5", 2)]
+    base, method = rows[0], rows[2]
+    assert base.measured_speedup == 1.0 and base.ideal_speedup == 1.0
+    assert method.ideal_speedup == pytest.approx(base.vision_gflops / method.vision_gflops) and method.ideal_speedup > 1
+    assert all(r.images_per_s > 0 and r.threads >= 1 for r in rows)
+    assert model.reduction is None  # the benchmark leaves the model as it found it
+    write_rows(rows, tmp_path / "b.csv")
+    write_rows(rows, tmp_path / "b.json")
+    assert len(list(csv.DictReader((tmp_path / "b.csv").open()))) == 4
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][2]["method"].startswith("evit")
+
+
+def test_eval_with_a_method_records_config_schedule_and_lower_gflops(clip_config, tokenizer, tmp_path):
+    model = vlprune.build_model(clip_config)
+    vlprune.save(model, tmp_path / "m", tokenizer)
+    outs = []
+    for extra in ([], ["--method", "evit", "--set", "layers=[0]", "--set", "keep_ratio=0.5"]):
+        out = tmp_path / f"r{len(extra)}.json"
+        assert main(["eval", "--model", str(tmp_path / "m"), "--data", "toyworld:val:16", "--out", str(out), *extra]) == 0
+        outs.append(json.loads(out.read_text())["costs"])
+    assert outs[0]["method"] == {"method": "none"}
+    assert outs[1]["method"] == {"method": "evit", "layers": [0], "keep_ratio": 0.5, "fuse": True,
+                                 "renormalize": False}
+    assert outs[1]["token_schedule"][0] == [17, 10] and outs[1]["vision_gflops"] < outs[0]["vision_gflops"]
