@@ -43,7 +43,8 @@ def test_eval_with_a_method_records_config_schedule_and_lower_gflops(clip_config
     outs = []
     for extra in ([], ["--method", "evit", "--set", "layers=[0]", "--set", "keep_ratio=0.5"]):
         out = tmp_path / f"r{len(extra)}.json"
-        assert main(["eval", "--model", str(tmp_path / "m"), "--data", "toyworld:val:16", "--out", str(out), *extra]) == 0
+        args = ["eval", "--model", str(tmp_path / "m"), "--data", "toyworld:val:16", "--out", str(out), *extra]
+        assert main(args) == 0
         outs.append(json.loads(out.read_text())["costs"])
     assert outs[0]["method"] == {"method": "none"}
     assert outs[1]["method"] == {"method": "evit", "layers": [0], "keep_ratio": 0.5, "fuse": True,
