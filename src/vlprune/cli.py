@@ -1,13 +1,15 @@
 """``vlprune`` command line: train | eval | info | demo.
 
 User errors (bad values, missing files, checkpoints that do not fit) print one line ``vlprune: error: ...``
-and exit with status 2; nothing prints a PyTorch traceback for a mistake the user can fix.
+and exit with status 2; nothing prints a PyTorch traceback for a mistake the user can fix (set
+``VLPRUNE_DEBUG=1`` to see the traceback anyway).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as err:
+        if os.environ.get("VLPRUNE_DEBUG"):
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"vlprune: error: {message}", file=sys.stderr)
         return 2

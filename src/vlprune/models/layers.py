@@ -19,7 +19,7 @@ passes through (structurally pruned models).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -206,7 +206,7 @@ class Block(nn.Module):
             attn_out.append(result)
             return result.out
 
-        state.x = self._residual(state.x, self.norm1, self_attention)
+        state = replace(state, x=self._residual(state.x, self.norm1, self_attention))
         if self.mid_hook is not None:
             state = self.mid_hook(self, state, attn_out[0], ctx)
         if self.cross_attn is not None and use_cross:
@@ -218,6 +218,5 @@ class Block(nn.Module):
                 gate = ctx.head_gates.get(self.key + ".cross")
                 return self.cross_attn(h, kv=ctx.encoder_states, bias=cross_bias, head_gate=gate).out
 
-            state.x = self._residual(state.x, self.norm_cross, cross_attention)
-        state.x = self._residual(state.x, self.norm2, self.mlp)
-        return state
+            state = replace(state, x=self._residual(state.x, self.norm_cross, cross_attention))
+        return replace(state, x=self._residual(state.x, self.norm2, self.mlp))

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -75,5 +77,4 @@ class TextTransformer(nn.Module):
         """Text-only pass over all layers before the first fusion layer; returns final tokens."""
         state = self.embed(input_ids, attention_mask)
         state = self.run(state, self.context(), 0, self.cfg.fusion_start, use_cross=False)
-        state.x = self.norm(state.x)
-        return state
+        return replace(state, x=self.norm(state.x))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,5 +60,4 @@ class VisionTransformer(nn.Module):
             state.source = torch.eye(n, device=state.x.device, dtype=state.x.dtype).expand(b, n, n)
         for block in self.blocks:
             state = block(state, ctx)
-        state.x = self.norm(state.x)
-        return state
+        return replace(state, x=self.norm(state.x))

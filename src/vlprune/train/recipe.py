@@ -27,13 +27,13 @@ from vlprune.train.objectives import Objective
 from vlprune.train.trainer import TrainConfig, Trainer
 
 
-def initial_model(model: str, init_from: str | None = None, init_parts: tuple[str, ...] = ()) -> Model:
+def initial_model(model: str, init_from: str | None = None, init_parts: tuple[str, ...] = (), seed: int = 0) -> Model:
     """A registered architecture (random init) or a checkpoint; optionally copy parts from another checkpoint.
 
     ``init_parts`` are state-dict prefixes (e.g. ``visual``) copied from ``init_from``: ALBEF-style
     initialisation of a fusion model's image tower from a pretrained one.
     """
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = build_model(model_config(model)) if model in list_models() and not Path(model).is_dir() else load(model)
     if init_from is None:
         return net
@@ -54,7 +54,7 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
     """
-    net = initial_model(model, init_from, init_parts)
+    net = initial_model(model, init_from, init_parts, config.seed)
     net.train()
     trained = MomentumQueue(net, momentum_queue, momentum) if momentum_queue else net
     try:
