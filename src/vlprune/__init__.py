@@ -2,10 +2,10 @@
 
 from vlprune.config import ConfigError, ModelConfig, TextConfig, VisionConfig
 from vlprune.models.io import CheckpointError, build_model, create_model, load, load_tokenizer, save
-from vlprune.reduce import EViTConfig, RandomConfig, ToMeConfig, apply
+from vlprune.reduce import ELIPConfig, EViTConfig, RandomConfig, ToMeConfig, TRIPSConfig, apply
 from vlprune.registry import list_models, register_model
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "ConfigError", "EViTConfig", "ModelConfig", "RandomConfig", "TextConfig", "ToMeConfig",
-           "VisionConfig", "apply", "build_model", "create_model", "list_models", "load", "load_tokenizer",
-           "register_model", "save"]
+__all__ = ["CheckpointError", "ConfigError", "ELIPConfig", "EViTConfig", "ModelConfig", "RandomConfig",
+           "TRIPSConfig", "TextConfig", "ToMeConfig", "VisionConfig", "apply", "build_model", "create_model",
+           "list_models", "load", "load_tokenizer", "register_model", "save"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vlprune.eval.flops import model_gflops
-from vlprune.reduce.base import apply, parse_method, token_schedule
+from vlprune.reduce.base import apply, parse_method, vision_gflops
 
 
 @dataclass
@@ -95,7 +95,7 @@ def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] 
     for spec in methods:
         label, config = parse_method(spec)
         apply(model, config)
-        gflops = model_gflops(model.config, schedule=token_schedule(model))["vision_gflops"]
+        gflops = vision_gflops(model)
         for batch in batch_sizes:
             pixels = torch.randn(batch, vision.channels, vision.image_size, vision.image_size, device=dev, dtype=dtype)
             with torch.inference_mode():

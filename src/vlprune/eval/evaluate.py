@@ -19,7 +19,7 @@ from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model
 from vlprune.models.layers import TokenState
-from vlprune.reduce.base import token_schedule
+from vlprune.reduce.base import token_schedule, vision_gflops
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
@@ -71,6 +71,7 @@ def _costs(model: Model, text_length: int) -> dict:
     reduction = getattr(model, "reduction", None)
     return {"params": model.num_params(), "vision_params": model.num_params("vision"),
             "text_params": model.num_params("text"), **model_gflops(model.config, text_length, schedule),
+            "vision_gflops": vision_gflops(model),
             "method": reduction.to_dict() if reduction else {"method": "none"},
             "token_schedule": [list(pair) for pair in schedule]}
 

@@ -72,5 +72,7 @@ def model_gflops(config: ModelConfig, text_length: int | None = None, schedule: 
     out = {"vision_gflops": gflops(vision_macs(config.vision, config.embed_dim, schedule)),
            "text_gflops": gflops(text_macs(config.text, config.embed_dim, length))}
     if config.kind == "fusion":
-        out["fusion_gflops"] = gflops(fusion_macs(config.text, length, config.vision.num_patches + 1))
+        image_tokens = _pairs(schedule, config.vision.num_layers, "vision")[-1][1] if schedule else \
+            config.vision.num_patches + 1
+        out["fusion_gflops"] = gflops(fusion_macs(config.text, length, image_tokens))
     return out

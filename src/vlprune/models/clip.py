@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from vlprune.config import ModelConfig
 from vlprune.models.common import DualTowerModel
 
@@ -12,3 +14,9 @@ class CLIP(DualTowerModel):
             raise ValueError(f"CLIP needs a config with kind='clip', got kind={config.kind!r}")
         super().__init__(config)
         self._init()
+
+    @torch.no_grad()
+    def text_guide(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ELIP's CLIP guide (official open_clip fork): the L2-normalised text embedding mapped into the vision
+        width with the transpose of the vision projection, without gradient. (B, vision width)."""
+        return self.encode_text(input_ids, attention_mask, normalize=True) @ self.visual_proj.weight

@@ -39,9 +39,11 @@ class DualTowerModel(nn.Module):
         for module in self.modules():
             init_weights(module)
 
-    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """Projected image embedding from the final [CLS] token."""
-        return self.image_embedding(self.visual(pixel_values), normalize)
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False,
+                     guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected image embedding from the final [CLS] token; ``guide`` (from ``text_guide``) steers
+        text-guided token reduction when one is applied."""
+        return self.image_embedding(self.visual(pixel_values, guide=guide), normalize)
 
     def image_embedding(self, state: TokenState, normalize: bool = False) -> torch.Tensor:
         """Project the [CLS] token of a finished image tower pass."""

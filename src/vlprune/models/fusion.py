@@ -25,6 +25,14 @@ class FusionModel(DualTowerModel):
                          if config.num_answers > 0 else None)
         self._init()
 
+    def text_guide(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ELIP/TRIPS guide for fusion models: the unimodal text [CLS] hidden state (B, width), detached
+        (selection is stop-gradient). Needs text width == vision width, as in ALBEF/BLIP."""
+        if self.config.text.width != self.config.vision.width:
+            raise ValueError(f"text guidance needs equal widths; text {self.config.text.width} vs vision "
+                             f"{self.config.vision.width}")
+        return self.text(input_ids, attention_mask).x[:, 0].detach()
+
     def fuse(self, text_state: TokenState, image_state: TokenState) -> TokenState:
         """Run the fusion layers: text tokens attend to themselves and, by cross-attention, to image tokens."""
         ctx = self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask)
@@ -33,8 +41,11 @@ class FusionModel(DualTowerModel):
 
     def fused_cls(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Multimodal [CLS] hidden state (B, D) for an image-text pair."""
-        return self.fuse(self.text(input_ids, attention_mask), self.visual(pixel_values)).x[:, 0]
+        """Multimodal [CLS] hidden state (B, D) for an image-text pair. The text is encoded first and its
+        [CLS] guides text-guided token reduction in the image tower, when one is applied."""
+        text = self.text(input_ids, attention_mask)
+        guide = text.x[:, 0].detach() if self.config.text.width == self.config.vision.width else None
+        return self.fuse(text, self.visual(pixel_values, guide=guide)).x[:, 0]
 
     def itm_logits(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -134,6 +134,17 @@ class Attention(nn.Module):
         out = self.o(ctx.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
         return AttentionOutput(out=out, cls_attn=cls_attn, keys=k if want_keys else None)
 
+    def keys_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys (B, H, N, d) of an already normalised input."""
+        return self._heads(self.k(x))
+
+    def query_attention(self, query: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """Attention (B, H, N) of one extra query token ``query`` (B, D), projected by this layer's W_q, over
+        ``keys`` — how ELIP's guide and TRIPS's text [CLS] look at the image tokens."""
+        q = self.q(query[:, None]).view(query.shape[0], 1, self.num_heads, self.head_dim).transpose(1, 2)
+        return self._probs(q, keys, bias, causal=False)[:, :, 0]
+
     def _probs(self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, causal: bool) -> torch.Tensor:
         logits = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
         if bias is not None:
@@ -193,8 +204,14 @@ class Block(nn.Module):
             return x + fn(norm(x))
         return norm(x + fn(x))
 
-    def forward(self, state: TokenState, ctx: ForwardContext, use_cross: bool = True) -> TokenState:
-        if self.pre_hook is not None:
+    def attn_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the self-attention sees: normalised input (pre-LN) or the input itself (post-LN)."""
+        return self.norm1(x) if self.pre_norm else x
+
+    def forward(self, state: TokenState, ctx: ForwardContext, use_cross: bool = True,
+                run_hooks: bool = True) -> TokenState:
+        """``run_hooks=False`` runs the plain layer (a method's own extra pass, e.g. ELIP's faithful mode)."""
+        if self.pre_hook is not None and run_hooks:
             state = self.pre_hook(self, state, ctx)
         use_size = state.size if ctx.proportional_attn else None
         bias = key_bias(state.mask, use_size, state.x.dtype)
@@ -202,12 +219,12 @@ class Block(nn.Module):
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
             result = self.attn(h, bias=bias, causal=ctx.causal, head_gate=ctx.head_gates.get(self.key),
-                               want_cls_attn=self.wants_cls_attn, want_keys=self.wants_keys)
+                               want_cls_attn=self.wants_cls_attn and run_hooks, want_keys=self.wants_keys and run_hooks)
             attn_out.append(result)
             return result.out
 
         state = replace(state, x=self._residual(state.x, self.norm1, self_attention))
-        if self.mid_hook is not None:
+        if self.mid_hook is not None and run_hooks:
             state = self.mid_hook(self, state, attn_out[0], ctx)
         if self.cross_attn is not None and use_cross:
             if ctx.encoder_states is None:

@@ -52,9 +52,17 @@ class VisionTransformer(nn.Module):
         grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
         return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
 
-    def forward(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None) -> TokenState:
+    def forward(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None,
+                guide: torch.Tensor | None = None) -> TokenState:
+        """``guide`` (B, width): the text feature that text-guided methods (ELIP, TRIPS) select patches with."""
         ctx = ForwardContext(proportional_attn=self.proportional_attn) if ctx is None else ctx
+        if guide is not None:
+            if guide.shape != (pixel_values.shape[0], self.cfg.width):
+                raise ValueError(f"guide must be (batch, vision width) = ({pixel_values.shape[0]}, {self.cfg.width}),"
+                                 f" got {tuple(guide.shape)}")
+            ctx.extras["guide"] = guide
         state = self.embed(pixel_values)
+        ctx.extras["num_patches"] = state.x.shape[1] - 1  # M, the original patch count (ELIP keeps int(α·M))
         if self.trace_source:
             b, n, _ = state.x.shape
             state.source = torch.eye(n, device=state.x.device, dtype=state.x.dtype).expand(b, n, n)

@@ -1,9 +1,11 @@
-"""Token reduction in the vision encoder (ToMe, EViT, random; ELIP and TRIPS to come)."""
+"""Token reduction in the vision encoder: ELIP, TRIPS, EViT, ToMe and random."""
 
 from vlprune.reduce.base import ReduceConfig, apply, detach, list_methods, method_config, token_schedule
+from vlprune.reduce.elip import ELIPConfig
 from vlprune.reduce.evit import EViTConfig
 from vlprune.reduce.random import RandomConfig
 from vlprune.reduce.tome import ToMeConfig, bipartite_merge
+from vlprune.reduce.trips import TRIPSConfig
 
-__all__ = ["ReduceConfig", "apply", "detach", "list_methods", "method_config", "token_schedule", "EViTConfig",
-           "RandomConfig", "ToMeConfig", "bipartite_merge"]
+__all__ = ["ELIPConfig", "EViTConfig", "RandomConfig", "ReduceConfig", "TRIPSConfig", "ToMeConfig", "apply",
+           "bipartite_merge", "detach", "list_methods", "method_config", "token_schedule"]

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from vlprune.config import ConfigError, VisionConfig
+from vlprune.eval.flops import gflops, vision_macs
 from vlprune.models.layers import TokenState
 
 _METHODS: dict[str, type[ReduceConfig]] = {}
@@ -92,6 +93,10 @@ class ReduceConfig:
         n = vision.num_patches + 1
         return [(n, n)] * vision.num_layers
 
+    def extra_macs(self, vision: VisionConfig) -> int:
+        """Multiply-accumulates spent outside the scheduled layers (e.g. ELIP's guide pass), per image."""
+        return 0
+
     def attach(self, model: Any) -> None:
         """Install hooks on ``model.visual``."""
 
@@ -140,6 +145,13 @@ def token_schedule(model: Any) -> list[tuple[int, int]]:
     """The schedule of the method on ``model`` (the base schedule when none)."""
     config = getattr(model, "reduction", None) or ReduceConfig()
     return config.schedule(model.config.vision)
+
+
+def vision_gflops(model: Any) -> float:
+    """Analytic image-tower GFLOPs per image with the method on ``model``, its extra passes included."""
+    config = getattr(model, "reduction", None) or ReduceConfig()
+    vision = model.config.vision
+    return gflops(vision_macs(vision, model.config.embed_dim, config.schedule(vision)) + config.extra_macs(vision))
 
 
 # -- shared token operations ---------------------------------------------------------------------------
