@@ -90,7 +90,8 @@ def test_counts_follow_schedule_sizes_sum_sources_partition_cls_first(model, con
     size = state.size if state.size is not None else torch.ones(2, state.x.shape[1], 1)
     coverage = state.source.sum(dim=1)
     assert torch.equal(size.sum(dim=(1, 2)), coverage.sum(dim=1))  # size = number of original tokens covered
-    if getattr(config, "fuse", True) and getattr(config, "merge", True):  # merging keeps every patch: sizes sum to the count, sources partition
+    merging = getattr(config, "fuse", True) and getattr(config, "merge", True)
+    if merging:  # every patch is kept or merged: sizes sum to the count, sources partition
         assert torch.allclose(size.sum(dim=(1, 2)), torch.full((2,), patches + 1.0))
         assert torch.equal(coverage, torch.ones(2, patches + 1))
     else:  # prune-only: dropped patches are covered by nothing, kept ones exactly once
