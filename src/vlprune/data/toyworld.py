@@ -217,9 +217,13 @@ def render(scene: Scene, image_size: int) -> np.ndarray:
 
 
 def ceiling(world: ToyWorld, count: int | None = None) -> dict[str, float]:
-    """Best achievable R@1 on the first ``count`` pairs: mean of 1/#images each caption truly describes
-    (text->image) and 1/#captions that truly describe each image (image->text)."""
-    described = positives(world, count)
+    """Best achievable R@1 on the first ``count`` pairs of ``world``."""
+    return ceiling_of(positives(world, count))
+
+
+def ceiling_of(described: np.ndarray) -> dict[str, float]:
+    """Best achievable R@1 given which captions truly describe which images ([caption, image] bools): mean of
+    1/#images each caption describes (text->image) and 1/#captions describing each image (image->text)."""
     return {"image_retrieval_ceiling@1": float(np.mean(1.0 / described.sum(axis=1))),
             "text_retrieval_ceiling@1": float(np.mean(1.0 / described.sum(axis=0)))}
 

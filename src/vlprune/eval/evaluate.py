@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from vlprune.data.pairs import to_pixels
-from vlprune.data.toyworld import ANSWERS, ZEROSHOT_TEMPLATES, ToyWorld, class_names, positives
+from vlprune.data.toyworld import ANSWERS, ZEROSHOT_TEMPLATES, ToyWorld, ceiling_of, class_names, positives
 from vlprune.eval.flops import model_gflops
 from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
@@ -86,7 +86,8 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
     image_emb, image_tokens = _image_states(model, world, count, batch_size)
     text_emb, text_tokens, text_masks = _text_states(model, tokenizer, captions, batch_size)
     similarity = image_emb @ text_emb.T
-    truth = torch.from_numpy(positives(world, count))
+    described = positives(world, count)
+    truth = torch.from_numpy(described)
     first_stage = retrieval_metrics(similarity, list(range(count)), text_positives=truth)
     result: dict = {}
     if isinstance(model, FusionModel) and rerank_k:
@@ -109,11 +110,7 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
     else:
         metrics = first_stage
     result.update(metrics)
-    ceiling_t2i = (1.0 / truth.sum(1).double()).mean().item()
-    ceiling_i2t = (1.0 / truth.sum(0).double()).mean().item()
-    result.update({"image_retrieval_ceiling@1": ceiling_t2i, "text_retrieval_ceiling@1": ceiling_i2t,
-                   "pairs": count})
-    return result
+    return {**result, **ceiling_of(described), "pairs": count}
 
 
 @torch.no_grad()
