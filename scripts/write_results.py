@@ -72,6 +72,20 @@ def _row(result: dict) -> str:
             f"{c['text_gflops']:.3f} |")
 
 
+FLOOR = {"toy-clip retrieval R@1 (both directions)": 0.50, "toy-fusion VQA accuracy": 0.70}
+
+
+def floor_rows(results: list[dict]) -> list[str]:
+    """The quality floor the bundled models must reach, against what they reach."""
+    clip = next(r for r in results if r["model"] == "toy-clip" and r["task"] == "retrieval")["metrics"]
+    vqa = next(r for r in results if r["task"] == "vqa")["metrics"]
+    reached = {"toy-clip retrieval R@1 (both directions)": min(clip["image_retrieval_recall@1"],
+                                                              clip["text_retrieval_recall@1"]),
+               "toy-fusion VQA accuracy": vqa["vqa_accuracy"]}
+    return [f"| {name} | {FLOOR[name]:.2f} | {value:.3f} | {'met' if value >= FLOOR[name] else '**not met**'} |"
+            for name, value in reached.items()]
+
+
 def render(payload: dict) -> str:
     ceil = payload["ceiling_val_1000"]
     lines = [
@@ -86,6 +100,9 @@ def render(payload: dict) -> str:
         "GFLOPs: analytic counter (`vlprune.eval.flops`), 2 × multiply-accumulates, attention matmuls included, "
         "text at the padded length 40. IR = image retrieval (text→image), TR = text retrieval (image→text), "
         "CLIP_benchmark's naming.", "",
+        "## Quality floor", "",
+        "The bundled models must be strong enough that a one-point loss from pruning is measurable.", "",
+        "| requirement | floor | reached | |", "|---|---|---|---|", *floor_rows(payload["results"]), "",
         "## Training runs", "",
         "| stage | steps | final loss | median s/step |", "|---|---|---|---|",
         *[f"| {k} | {v.get('steps', '—')} | {v.get('final_loss', float('nan')):.3f} | "
