@@ -185,3 +185,46 @@ def test_unknown_or_empty_tasks_raise():
         Objective({"itc": 1.0, "captioning": 1.0})
     with pytest.raises(ValueError, match="choose from"):
         Objective({})
+
+
+# -- training with token reduction on -------------------------------------------------------------------
+
+def _guides_seen(model):
+    seen = []
+    model.visual.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("guide")),
+                                           with_kwargs=True)
+    return seen
+
+
+def test_objective_guides_reduction_with_the_caption(clip_config, tokenizer):
+    import vlprune
+    from vlprune.reduce import ELIPConfig
+
+    torch.manual_seed(0)
+    model = vlprune.build_model(clip_config).train()
+    batch = _batch(tokenizer, clip_config)
+    vlprune.apply(model, ELIPConfig(stages=(1, 1), keep=(0.5,)))
+    seen = _guides_seen(model)
+    out = Objective({"itc": 1.0})(model, batch, _ctx())
+    out["loss"].backward()
+    expected = model.text_guide(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(seen[0], expected) and not seen[0].requires_grad
+    assert torch.isfinite(out["loss"]) and model.visual.patch_embed.weight.grad is not None
+    vlprune.apply(model, None)
+    _guides_seen(model)  # without a method no guide is computed
+    assert model.reduction is None
+
+
+def test_objective_guides_vqa_with_the_question(fusion_config, tokenizer):
+    import vlprune
+    from vlprune.reduce import TRIPSConfig
+
+    torch.manual_seed(0)
+    model = vlprune.build_model(fusion_config).train()
+    batch = _batch(tokenizer, fusion_config)
+    batch["answer"] = batch["answer"] % fusion_config.num_answers  # the tiny model's small answer head
+    vlprune.apply(model, TRIPSConfig(layers=(0,), keep_ratio=0.5))
+    seen = _guides_seen(model)
+    out = Objective({"vqa": 1.0, "itc": 0.5, "itm": 0.5})(model, batch, _ctx())
+    assert torch.isfinite(out["loss"])
+    assert torch.equal(seen[0], model.text_guide(batch["question_ids"], batch["question_mask"]))

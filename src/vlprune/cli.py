@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum)
+                  args.momentum_queue, args.momentum, args.method)
     print(f"saved {final}")
     return 0
 
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum-queue", type=int, default=0,
                    help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
     p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")
+    p.add_argument("--method", default="none",
+                   help="train with token reduction on, e.g. elip, trips, tome:r=4, evit:keep_ratio=0.7")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")

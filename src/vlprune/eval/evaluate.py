@@ -68,7 +68,7 @@ def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch
 def _costs(model: Model, text_length: int) -> dict:
     """Params and analytic GFLOPs, following the token schedule of any reduction method on the model."""
     schedule = token_schedule(model)
-    reduction = getattr(model, "reduction", None)
+    reduction = model.reduction
     return {"params": model.num_params(), "vision_params": model.num_params("vision"),
             "text_params": model.num_params("text"), **model_gflops(model.config, text_length, schedule),
             "vision_gflops": vision_gflops(model),

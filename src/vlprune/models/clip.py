@@ -6,6 +6,7 @@ import torch
 
 from vlprune.config import ModelConfig
 from vlprune.models.common import DualTowerModel
+from vlprune.models.layers import TokenState
 
 
 class CLIP(DualTowerModel):
@@ -15,8 +16,13 @@ class CLIP(DualTowerModel):
         super().__init__(config)
         self._init()
 
-    @torch.no_grad()
     def text_guide(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """ELIP's CLIP guide (official open_clip fork): the L2-normalised text embedding mapped into the vision
         width with the transpose of the vision projection, without gradient. (B, vision width)."""
-        return self.encode_text(input_ids, attention_mask, normalize=True) @ self.visual_proj.weight
+        return self.guide_from_text(self.text(input_ids, attention_mask), input_ids, attention_mask)
+
+    def guide_from_text(self, state: TokenState, input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``text_guide`` from an already computed text tower pass."""
+        with torch.no_grad():
+            return self.text_embedding(state, input_ids, attention_mask, normalize=True) @ self.visual_proj.weight

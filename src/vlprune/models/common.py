@@ -34,6 +34,7 @@ class DualTowerModel(nn.Module):
         self.visual_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
         self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        self.reduction = None  # the token-reduction config ``vlprune.apply`` installed, if any
 
     def _init(self) -> None:
         for module in self.modules():

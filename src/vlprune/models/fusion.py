@@ -28,10 +28,15 @@ class FusionModel(DualTowerModel):
     def text_guide(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """ELIP/TRIPS guide for fusion models: the unimodal text [CLS] hidden state (B, width), detached
         (selection is stop-gradient). Needs text width == vision width, as in ALBEF/BLIP."""
+        return self.guide_from_text(self.text(input_ids, attention_mask), input_ids, attention_mask)
+
+    def guide_from_text(self, state: TokenState, input_ids: torch.Tensor | None = None,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``text_guide`` from an already computed text tower pass."""
         if self.config.text.width != self.config.vision.width:
             raise ValueError(f"text guidance needs equal widths; text {self.config.text.width} vs vision "
                              f"{self.config.vision.width}")
-        return self.text(input_ids, attention_mask).x[:, 0].detach()
+        return state.x[:, 0].detach()
 
     def fuse(self, text_state: TokenState, image_state: TokenState) -> TokenState:
         """Run the fusion layers: text tokens attend to themselves and, by cross-attention, to image tokens."""
@@ -44,7 +49,7 @@ class FusionModel(DualTowerModel):
         """Multimodal [CLS] hidden state (B, D) for an image-text pair. The text is encoded first and its
         [CLS] guides text-guided token reduction in the image tower, when one is applied."""
         text = self.text(input_ids, attention_mask)
-        guide = text.x[:, 0].detach() if self.config.text.width == self.config.vision.width else None
+        guide = self.guide_from_text(text) if self.reduction is not None else None
         return self.fuse(text, self.visual(pixel_values, guide=guide)).x[:, 0]
 
     def itm_logits(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,

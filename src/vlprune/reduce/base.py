@@ -143,13 +143,13 @@ def apply(model: Any, config: ReduceConfig | None) -> Any:
 
 def token_schedule(model: Any) -> list[tuple[int, int]]:
     """The schedule of the method on ``model`` (the base schedule when none)."""
-    config = getattr(model, "reduction", None) or ReduceConfig()
+    config = model.reduction or ReduceConfig()
     return config.schedule(model.config.vision)
 
 
 def vision_gflops(model: Any) -> float:
     """Analytic image-tower GFLOPs per image with the method on ``model``, its extra passes included."""
-    config = getattr(model, "reduction", None) or ReduceConfig()
+    config = model.reduction or ReduceConfig()
     vision = model.config.vision
     return gflops(vision_macs(vision, model.config.embed_dim, config.schedule(vision)) + config.extra_macs(vision))
 

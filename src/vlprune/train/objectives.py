@@ -83,17 +83,17 @@ class Objective:
             raise ValueError(f"tasks {sorted(needs_fusion)} need a fusion model (kind='fusion')")
         out: dict[str, torch.Tensor] = {}
         pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
-        image_state = model.visual(pixels)
+        text_state = model.text(ids, mask) if {"itc", "itm"} & set(self.tasks) else None
+        question = model.text(batch["question_ids"], batch["question_mask"]) if "vqa" in self.tasks else None
+        image_state = model.visual(pixels, guide=self._guide(model, text_state, question, batch))
         image_emb = model.image_embedding(image_state, normalize=True)
         if "vqa" in self.tasks:
             if model.vqa_head is None:
                 raise ValueError("task 'vqa' needs a model with a VQA head (config num_answers > 0)")
-            question = model.text(batch["question_ids"], batch["question_mask"])
             logits = model.vqa_head(model.fuse(question, image_state).x[:, 0])
             out["vqa"] = F.cross_entropy(logits, batch["answer"])
             out["vqa_acc"] = (logits.argmax(-1) == batch["answer"]).float().mean().detach()
         if {"itc", "itm"} & set(self.tasks):
-            text_state = model.text(ids, mask)
             text_emb = model.text_embedding(text_state, ids, mask, normalize=True)
             out["itc"] = (queued_itc_loss(wrapper, image_emb, text_emb, model.logit_scale, batch) if wrapper
                           else itc_loss(image_emb, text_emb, model.logit_scale))
@@ -110,6 +110,18 @@ class Objective:
                                          reduction="sum") / chosen
         out["loss"] = sum(w * out[name] for name, w in self.tasks.items())
         return out
+
+    @staticmethod
+    def _guide(model, text_state: TokenState | None, question: TokenState | None, batch: dict) -> torch.Tensor | None:
+        """The text guide of a token-reduction method on the model (None without one): the question for VQA
+        (it is what the answer depends on), else the paired caption — ELIP's pre-training setting."""
+        if model.reduction is None:
+            return None
+        if question is not None:
+            return model.guide_from_text(question, batch["question_ids"], batch["question_mask"])
+        if text_state is None:
+            text_state = model.text(batch["input_ids"], batch["attention_mask"])
+        return model.guide_from_text(text_state, batch["input_ids"], batch["attention_mask"])
 
     @staticmethod
     def _itm(model: FusionModel, image_state, text_state, image_emb, text_emb, mask, generator) -> torch.Tensor:

@@ -19,6 +19,7 @@ from vlprune.models.io import (
     resolve,
     save,
 )
+from vlprune.reduce.base import apply, parse_method
 from vlprune.registry import list_models, model_config
 from vlprune.tokenizer import toy_tokenizer
 from vlprune.train.distributed import rank
@@ -49,12 +50,15 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
-          momentum_queue: int = 0, momentum: float = 0.995) -> Path:
+          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none") -> Path:
     """Train on the toy world's train split; returns the directory of the saved final model.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
+    ``method`` (e.g. ``elip``, ``tome:r=4``) trains with token reduction on; the saved model holds only the
+    weights (as ELIP's downstream models, it evaluates unpruned unless a method is applied again).
     """
     net = initial_model(model, init_from, init_parts, config.seed)
+    apply(net, parse_method(method)[1])
     net.train()
     trained = MomentumQueue(net, momentum_queue, momentum) if momentum_queue else net
     try:
