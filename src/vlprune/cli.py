@@ -38,6 +38,7 @@ def _tasks(spec: str) -> dict[str, float]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from vlprune.train.distributed import rank
     from vlprune.train.recipe import train
     from vlprune.train.trainer import TrainConfig
 
@@ -47,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
                   args.momentum_queue, args.momentum, args.method)
-    print(f"saved {final}")
+    if rank() == 0:
+        print(f"saved {final}")
     return 0
 
 
