@@ -107,6 +107,9 @@ def render(payload: dict) -> str:
         "| stage | steps | final loss | median s/step |", "|---|---|---|---|",
         *[f"| {k} | {v.get('steps', '—')} | {v.get('final_loss', float('nan')):.3f} | "
           f"{v.get('median_sec_per_step') or float('nan'):.2f} |" for k, v in payload["training"].items() if v], "",
+        "History: the shipped toy-clip run was launched with a shorter schedule and extended to the script's "
+        "length mid-run (resumed from its checkpoint with the new total), so its learning-rate curve differs "
+        "slightly from a clean run of `scripts/train_bundled.sh`.", "",
         f"Machine: {payload['machine']}.", "",
         "## Reproduce", "", REPRODUCE, "",
     ]
