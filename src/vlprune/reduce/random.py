@@ -15,7 +15,8 @@ from vlprune.reduce.evit import EViTConfig
 @dataclass(frozen=True)
 class RandomConfig(EViTConfig):
     """Same layers, keep ratio and fused token as ``EViTConfig``, but the kept patches are drawn uniformly
-    (from ``seed``, per forward) and the fused token is the size-weighted mean of the rest."""
+    (at evaluation from a generator seeded with ``seed`` at ``apply``; in training from the global RNG) and the
+    fused token is the size-weighted mean of the rest."""
 
     method = "random"
     seed: int = 0
@@ -30,7 +31,8 @@ class RandomConfig(EViTConfig):
     def _hook(self, generator: torch.Generator):
         def reduce(block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext) -> TokenState:
             b, n = state.x.shape[0], state.x.shape[1] - 1
-            noise = torch.rand(b, n, generator=generator).to(state.x.device)
+            # training draws from the global RNG, which the trainer reseeds every step (exact resume)
+            noise = torch.rand(b, n, generator=None if block.training else generator).to(state.x.device)
             keep = noise.topk(kept_count(self.keep_ratio, n), dim=1).indices
             weights = None
             if self.fuse:
