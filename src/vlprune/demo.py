@@ -53,8 +53,9 @@ def _wrap(text: str, width: int) -> list[str]:
 def run_demo(out: Path, count: int = 1000) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], []
+    models = {name: (load(name), load_tokenizer(name)) for name in dict.fromkeys(name for name, _ in JOBS)}
     for name, task in JOBS:
-        model, tokenizer = load(name), load_tokenizer(name)
+        model, tokenizer = models[name]
         start = time.perf_counter()
         result = evaluate(model, tokenizer, task, f"toyworld:val:{count}")
         result["threads"] = torch.get_num_threads()
