@@ -19,7 +19,7 @@ from vlprune.config import ConfigError
 from vlprune.data.images import ImageLoadError
 from vlprune.models.io import CheckpointError, load, load_tokenizer, resolve
 from vlprune.reduce import apply, list_methods, method_config
-from vlprune.reduce.base import parse_value
+from vlprune.reduce.base import parse_settings
 from vlprune.registry import list_models
 
 USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, FileNotFoundError)
@@ -53,24 +53,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(pairs: list[str]) -> dict:
-    """``["keep_ratio=0.5", "layers=[3,6]"]`` -> {"keep_ratio": 0.5, "layers": (3, 6)}."""
-    values = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {pair!r}: expected key=value")
-        values[key.strip()] = parse_value(raw)
-    return values
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from vlprune.eval.evaluate import evaluate
 
     torch.set_num_threads(args.threads) if args.threads else None
     model = load(args.model)
     if args.method != "none":
-        apply(model, method_config(args.method, **_settings(args.set)))
+        apply(model, method_config(args.method, **parse_settings(args.set, "--set")))
     result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k)
     result["threads"] = torch.get_num_threads()
     text = json.dumps(result, indent=2)

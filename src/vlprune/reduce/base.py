@@ -62,18 +62,25 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in parts + [text[start:]] if p]
 
 
+def parse_settings(pairs: list[str], where: str) -> dict[str, Any]:
+    """``["keep_ratio=0.5", "layers=[3,6]"]`` -> {"keep_ratio": 0.5, "layers": (3, 6)}; ``where`` names the
+    source in the error message."""
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where}: {pair!r} is not key=value")
+        values[key.strip()] = parse_value(raw)
+    return values
+
+
 def parse_method(spec: str) -> tuple[str, ReduceConfig | None]:
     """``none`` / ``tome:r=4`` / ``evit:layers=[3,6],keep_ratio=0.5`` -> (spec, config or None)."""
     name, _, rest = spec.partition(":")
     if name == "none":
         return spec, None
-    values = {}
-    for pair in _split_top_level(rest):
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"method {spec!r}: expected NAME or NAME:key=value,key=value")
-        values[key.strip()] = parse_value(raw)
-    return spec, method_config(name, **values)
+    where = f"method {spec!r} (expected NAME or NAME:key=value,key=value)"
+    return spec, method_config(name, **parse_settings(_split_top_level(rest), where))
 
 
 @dataclass(frozen=True)
@@ -156,11 +163,19 @@ def vision_gflops(model: Any) -> float:
 
 # -- shared token operations ---------------------------------------------------------------------------
 
-def _sizes(state: TokenState) -> torch.Tensor:
+def token_sizes(state: TokenState) -> torch.Tensor:
+    """(B, N, 1) original patches each token stands for (all ones before any merge)."""
     if state.size is not None:
         return state.size
     b, n, _ = state.x.shape
     return state.x.new_ones(b, n, 1)
+
+
+def rest_weights(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Fuse weights over the tokens *not* in ``keep``: ``scores`` (B, N-1) zeroed at ``keep`` and renormalised
+    to sum 1 (ELIP eq. 4)."""
+    rest = scores.scatter(1, keep, 0.0)
+    return rest / rest.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def keep_and_fuse(state: TokenState, keep: torch.Tensor, weights: torch.Tensor | None) -> TokenState:
@@ -169,7 +184,7 @@ def keep_and_fuse(state: TokenState, keep: torch.Tensor, weights: torch.Tensor |
     of their features (EViT eq.; pass renormalised weights for ELIP's eq. 4). ``weights=None`` prunes only."""
     keep = keep.sort(dim=1).values
     b, n, d = state.x.shape
-    size = _sizes(state)
+    size = token_sizes(state)
     patches_x, patches_size = state.x[:, 1:], size[:, 1:]
     dropped = torch.ones(b, n - 1, dtype=torch.bool, device=state.x.device).scatter_(1, keep, False)
 

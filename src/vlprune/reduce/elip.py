@@ -20,7 +20,7 @@ import torch
 from vlprune.config import ConfigError, VisionConfig
 from vlprune.eval.flops import layer_macs
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState, key_bias
-from vlprune.reduce.base import ReduceConfig, check_ratio, keep_and_fuse, register_method
+from vlprune.reduce.base import ReduceConfig, check_ratio, keep_and_fuse, register_method, rest_weights
 
 MODES = ("faithful", "cheap")
 
@@ -142,8 +142,7 @@ class ELIPConfig(ReduceConfig):
             keep = patch_scores.topk(k, dim=1).indices
             weights = None
             if self.merge:
-                dropped = patch_scores.scatter(1, keep, 0.0)
-                weights = dropped / dropped.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                weights = rest_weights(patch_scores, keep)
             return keep_and_fuse(state, keep, weights)
 
         return reduce

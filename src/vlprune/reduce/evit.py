@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 from vlprune.config import VisionConfig
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState
-from vlprune.reduce.base import ReduceConfig, check_layers, check_ratio, keep_and_fuse, kept_count, register_method
+from vlprune.reduce.base import (
+    ReduceConfig,
+    check_layers,
+    check_ratio,
+    keep_and_fuse,
+    kept_count,
+    register_method,
+    rest_weights,
+)
 
 
 @register_method
@@ -50,6 +58,5 @@ class EViTConfig(ReduceConfig):
         if self.fuse:
             weights = scores
             if self.renormalize:
-                dropped = scores.scatter(1, keep, 0.0)
-                weights = dropped / dropped.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                weights = rest_weights(scores, keep)
         return keep_and_fuse(state, keep, weights)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState
-from vlprune.reduce.base import keep_and_fuse, kept_count, register_method
+from vlprune.reduce.base import keep_and_fuse, kept_count, register_method, rest_weights, token_sizes
 from vlprune.reduce.evit import EViTConfig
 
 
@@ -36,9 +36,7 @@ class RandomConfig(EViTConfig):
             keep = noise.topk(kept_count(self.keep_ratio, n), dim=1).indices
             weights = None
             if self.fuse:
-                sizes = (state.size[:, 1:, 0] if state.size is not None else state.x.new_ones(b, n))
-                dropped = sizes.scatter(1, keep, 0.0)
-                weights = dropped / dropped.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                weights = rest_weights(token_sizes(state)[:, 1:, 0], keep)
             return keep_and_fuse(state, keep, weights)
 
         return reduce

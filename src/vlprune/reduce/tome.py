@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vlprune.config import ConfigError, VisionConfig
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState
-from vlprune.reduce.base import ReduceConfig, register_method
+from vlprune.reduce.base import ReduceConfig, register_method, token_sizes
 
 
 def bipartite_merge(state: TokenState, keys: torch.Tensor, r: int) -> TokenState:
@@ -28,7 +28,7 @@ def bipartite_merge(state: TokenState, keys: torch.Tensor, r: int) -> TokenState
     order = best.argsort(dim=-1, descending=True)
     merged_src, unmerged = order[:, :r], order[:, r:].sort(dim=-1).values
     dst = best_dst.gather(1, merged_src)
-    size = state.size if state.size is not None else state.x.new_ones(*state.x.shape[:2], 1)
+    size = token_sizes(state)
 
     def merge(t: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         t = t * weight if weight is not None else t
