@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlprune.train.distributed import all_gather_with_grad, rank
+from vlprune.train.contrastive import info_nce
+from vlprune.train.distributed import all_gather_with_grad
 
 
 class MomentumQueue(nn.Module):
@@ -57,10 +58,7 @@ def queued_itc_loss(wrapper: MomentumQueue, image_emb: torch.Tensor, text_emb: t
                     logit_scale: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """InfoNCE of online embeddings against [momentum embeddings of the global batch; queue]."""
     image_m, text_m = wrapper.momentum_embeddings(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-    scale = logit_scale.exp().clamp(max=100.0)
-    offset = rank() * image_emb.shape[0]
-    labels = torch.arange(offset, offset + image_emb.shape[0], device=image_emb.device)
-    per_image = F.cross_entropy(scale * image_emb @ torch.cat([text_m, wrapper.text_queue]).T, labels)
-    per_text = F.cross_entropy(scale * text_emb @ torch.cat([image_m, wrapper.image_queue]).T, labels)
+    loss = info_nce(image_emb, text_emb, torch.cat([image_m, wrapper.image_queue]),
+                    torch.cat([text_m, wrapper.text_queue]), logit_scale)
     wrapper.enqueue(image_m, text_m)
-    return (per_image + per_text) / 2
+    return loss

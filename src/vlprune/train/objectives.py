@@ -15,25 +15,10 @@ import torch.nn.functional as F
 from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import TokenState
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
-from vlprune.train.distributed import all_gather_with_grad, rank
+from vlprune.train.contrastive import itc_loss
 from vlprune.train.momentum import MomentumQueue, queued_itc_loss
 
 TASKS = ("itc", "itm", "mlm", "vqa")
-
-
-def itc_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over the global batch (CLIP eq.): mean of image->text and text->image cross-entropy.
-
-    Embeddings are gathered from every rank (with gradient), so the loss equals the single-process loss on
-    the same global batch.
-    """
-    all_images, all_texts = all_gather_with_grad(image_emb), all_gather_with_grad(text_emb)
-    offset = rank() * image_emb.shape[0]
-    labels = torch.arange(offset, offset + image_emb.shape[0], device=image_emb.device)
-    scale = logit_scale.exp().clamp(max=100.0)
-    per_image = F.cross_entropy(scale * image_emb @ all_texts.T, labels)
-    per_text = F.cross_entropy(scale * text_emb @ all_images.T, labels)
-    return (per_image + per_text) / 2
 
 
 def sample_hard_negatives(similarity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
