@@ -12,14 +12,13 @@ from tqdm import tqdm
 
 from vlprune.data.pairs import to_pixels
 from vlprune.data.toyworld import ANSWERS, ZEROSHOT_TEMPLATES, ToyWorld, ceiling_of, class_names, positives
-from vlprune.eval.flops import model_gflops
 from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model
 from vlprune.models.layers import TokenState
-from vlprune.reduce.base import token_schedule, vision_gflops
+from vlprune.reduce.base import reduced_gflops, token_schedule
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
@@ -70,8 +69,7 @@ def _costs(model: Model, text_length: int) -> dict:
     schedule = token_schedule(model)
     reduction = model.reduction
     return {"params": model.num_params(), "vision_params": model.num_params("vision"),
-            "text_params": model.num_params("text"), **model_gflops(model.config, text_length, schedule),
-            "vision_gflops": vision_gflops(model),
+            "text_params": model.num_params("text"), **reduced_gflops(model, text_length),
             "method": reduction.to_dict() if reduction else {"method": "none"},
             "token_schedule": [list(pair) for pair in schedule]}
 

@@ -65,11 +65,12 @@ def gflops(macs: int) -> float:
     return 2.0 * macs / 1e9
 
 
-def model_gflops(config: ModelConfig, text_length: int | None = None, schedule: Schedule | None = None
-                 ) -> dict[str, float]:
-    """GFLOPs per image (vision), per text (text) and, for fusion models, per pair (fusion)."""
+def model_gflops(config: ModelConfig, text_length: int | None = None, schedule: Schedule | None = None,
+                 extra_vision_macs: int = 0) -> dict[str, float]:
+    """GFLOPs per image (vision, plus a method's extra passes), per text (text) and, for fusion models, per
+    pair (fusion)."""
     length = config.text.max_length if text_length is None else text_length
-    out = {"vision_gflops": gflops(vision_macs(config.vision, config.embed_dim, schedule)),
+    out = {"vision_gflops": gflops(vision_macs(config.vision, config.embed_dim, schedule) + extra_vision_macs),
            "text_gflops": gflops(text_macs(config.text, config.embed_dim, length))}
     if config.kind == "fusion":
         image_tokens = _pairs(schedule, config.vision.num_layers, "vision")[-1][1] if schedule else \

@@ -82,6 +82,11 @@ def key_bias(mask: torch.Tensor | None, size: torch.Tensor | None, dtype: torch.
     return bias
 
 
+def self_attention_bias(state: TokenState, ctx: ForwardContext) -> torch.Tensor | None:
+    """The key bias a block's self-attention uses: key mask, plus log(size) under proportional attention."""
+    return key_bias(state.mask, state.size if ctx.proportional_attn else None, state.x.dtype)
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v/o projections and a per-layer head count.
 
@@ -213,8 +218,7 @@ class Block(nn.Module):
         """``run_hooks=False`` runs the plain layer (a method's own extra pass, e.g. ELIP's faithful mode)."""
         if self.pre_hook is not None and run_hooks:
             state = self.pre_hook(self, state, ctx)
-        use_size = state.size if ctx.proportional_attn else None
-        bias = key_bias(state.mask, use_size, state.x.dtype)
+        bias = self_attention_bias(state, ctx)
         attn_out: list[AttentionOutput] = []
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from vlprune.config import ConfigError, VisionConfig
-from vlprune.eval.flops import gflops, vision_macs
+from vlprune.eval.flops import model_gflops
 from vlprune.models.layers import TokenState
 
 _METHODS: dict[str, type[ReduceConfig]] = {}
@@ -154,11 +154,16 @@ def token_schedule(model: Any) -> list[tuple[int, int]]:
     return config.schedule(model.config.vision)
 
 
-def vision_gflops(model: Any) -> float:
-    """Analytic image-tower GFLOPs per image with the method on ``model``, its extra passes included."""
+def reduced_gflops(model: Any, text_length: int | None = None) -> dict[str, float]:
+    """``model_gflops`` with the method on ``model``: its token schedule and its extra passes."""
     config = model.reduction or ReduceConfig()
     vision = model.config.vision
-    return gflops(vision_macs(vision, model.config.embed_dim, config.schedule(vision)) + config.extra_macs(vision))
+    return model_gflops(model.config, text_length, config.schedule(vision), config.extra_macs(vision))
+
+
+def vision_gflops(model: Any) -> float:
+    """Analytic image-tower GFLOPs per image with the method on ``model``, its extra passes included."""
+    return reduced_gflops(model)["vision_gflops"]
 
 
 # -- shared token operations ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 
 from vlprune.config import ConfigError, VisionConfig
 from vlprune.eval.flops import layer_macs
-from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState, key_bias
+from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState, self_attention_bias
 from vlprune.reduce.base import ReduceConfig, check_ratio, keep_and_fuse, register_method, rest_weights
 
 MODES = ("faithful", "cheap")
@@ -122,7 +122,7 @@ class ELIPConfig(ReduceConfig):
         with torch.no_grad():
             guide = self._guide(ctx.extras.pop("elip_cls_in"), ctx)
             if guide is not None:
-                bias = _size_bias(state, ctx)
+                bias = self_attention_bias(state, ctx)
                 ctx.extras["elip_scores"] = block.attn.query_attention(block.attn_input(guide), attn.keys, bias)
         return state
 
@@ -156,8 +156,4 @@ class ELIPConfig(ReduceConfig):
             probe = blk(probe, ctx, run_hooks=False)
         last = stage[-1]
         h = last.attn_input(probe.x)
-        return last.attn.query_attention(h[:, 0], last.attn.keys_of(h), _size_bias(probe, ctx))
-
-
-def _size_bias(state: TokenState, ctx: ForwardContext) -> torch.Tensor | None:
-    return key_bias(state.mask, state.size if ctx.proportional_attn else None, state.x.dtype)
+        return last.attn.query_attention(h[:, 0], last.attn.keys_of(h), self_attention_bias(probe, ctx))
