@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum, args.method)
+                  args.momentum_queue, args.momentum, args.method, args.twins)
     if rank() == 0:
         print(f"saved {final}")
     return 0
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="checkpoint (dir or bundled name) to initialise weights from")
     p.add_argument("--init-parts", default="", help="comma list of top-level parts to copy, e.g. visual,visual_proj")
     p.add_argument("--train-size", type=int, help="number of training scenes (default: the whole split)")
+    p.add_argument("--twins", action="store_true",
+                   help="pair every scene with a hard-negative twin (one attribute of one mentioned object "
+                        "changed); a batch of B scenes then holds 2B pairs")
     p.add_argument("--momentum-queue", type=int, default=0,
                    help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
     p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")

@@ -10,7 +10,7 @@ import torch
 
 from vlprune.config import VisionConfig
 from vlprune.data.images import Preprocess
-from vlprune.data.toyworld import ANSWERS, ToyWorld
+from vlprune.data.toyworld import ANSWERS, Scene, ToyWorld, render
 from vlprune.tokenizer import WordTokenizer
 
 
@@ -21,17 +21,27 @@ def to_pixels(images: Sequence[np.ndarray], vision: VisionConfig) -> torch.Tenso
 
 @dataclass
 class ToyPairs:
-    """Image, caption, question and answer of each scene of a toy-world split."""
+    """Image, caption, question and answer of each scene of a toy-world split.
+
+    With ``twins`` an item is a list: the scene and its hard-negative twin (``ToyWorld.twin``), which
+    ``Collate`` puts side by side in the batch, so a batch of B items holds 2B pairs.
+    """
 
     world: ToyWorld
+    twins: bool = False
 
     def __len__(self) -> int:
         return len(self.world)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict | list[dict]:
         scene = self.world.scene(index)
-        return {"index": index, "image": self.world.image(index), "caption": scene.caption,
-                "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type}
+        item = _item(index, scene, self.world.image_size)
+        return [item, _item(index, self.world.twin(index), self.world.image_size)] if self.twins else item
+
+
+def _item(index: int, scene: Scene, image_size: int) -> dict:
+    return {"index": index, "image": render(scene, image_size), "caption": scene.caption,
+            "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type}
 
 
 @dataclass
@@ -41,7 +51,8 @@ class Collate:
     tokenizer: WordTokenizer
     vision: VisionConfig
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[dict | list[dict]]) -> dict[str, torch.Tensor]:
+        items = [pair for it in items for pair in (it if isinstance(it, list) else [it])]
         ids, mask = self.tokenizer([it["caption"] for it in items])
         q_ids, q_mask = self.tokenizer([it["question"] for it in items])
         return {"pixel_values": to_pixels([it["image"] for it in items], self.vision),

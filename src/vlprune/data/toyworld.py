@@ -12,7 +12,7 @@ could reach (a caption can truly describe several images).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -138,10 +138,42 @@ class ToyWorld:
         """The scene rendered as (H, W, 3) uint8."""
         return render(self.scene(index), self.image_size)
 
+    def twin(self, index: int) -> Scene:
+        """A hard negative of ``scene(index)``: one mentioned object differs in one attribute (colour, shape,
+        size or cell), the caption says so, the background and noise are the same, and neither caption
+        describes the other scene. Training on scene + twin teaches what in-batch negatives rarely test
+        (NegCLIP-style hard negatives, built from the generator's knowledge instead of text edits)."""
+        scene = self.scene(index)
+        rng = _rng(SPLIT_SEEDS[self.split], index, self.seed + 7919)
+        for _ in range(32):
+            k = int(rng.integers(len(scene.mentions)))
+            changed = _alter(scene.mentions[k].obj, scene.objects, rng)
+            objects = tuple(changed if o == scene.mentions[k].obj else o for o in scene.objects)
+            mentions = tuple(Mention(changed if i == k else m.obj, m.with_position)
+                             for i, m in enumerate(scene.mentions))
+            qtype, question, answer = _question(objects, rng)
+            twin = Scene(objects, mentions, question, answer, qtype, scene.background, scene.seed)
+            if not twin.described_by(scene.mentions) and not scene.described_by(mentions):
+                return twin
+        raise RuntimeError(f"no twin found for scene {index} of split {self.split!r}")  # pragma: no cover
+
     def classification(self, index: int) -> tuple[np.ndarray, int]:
         """Zero-shot split: a single-object image and its class index into ``class_names()``."""
         obj = self.scene(index).objects[0]
         return self.image(index), class_names().index(f"{obj.colour} {obj.shape}")
+
+
+def _alter(obj: ToyObject, objects: tuple[ToyObject, ...], rng: np.random.Generator) -> ToyObject:
+    """``obj`` with one attribute changed to another value (a cell: to an empty one)."""
+    attribute = str(rng.choice(("colour", "shape", "size", "cell")))
+    if attribute == "colour":
+        return replace(obj, colour=str(rng.choice([c for c in COLOURS if c != obj.colour])))
+    if attribute == "shape":
+        return replace(obj, shape=str(rng.choice([s for s in SHAPES if s != obj.shape])))
+    if attribute == "size":
+        return replace(obj, size=SIZES[1 - SIZES.index(obj.size)])
+    taken = {o.cell for o in objects}
+    return replace(obj, cell=int(rng.choice([c for c in range(GRID * GRID) if c not in taken])))
 
 
 def class_names() -> list[str]:

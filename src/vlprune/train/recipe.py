@@ -50,12 +50,13 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
-          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none") -> Path:
+          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: bool = False) -> Path:
     """Train on the toy world's train split; returns the directory of the saved final model.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
     ``method`` (e.g. ``elip``, ``tome:r=4``) trains with token reduction on; the saved model holds only the
     weights (as ELIP's downstream models, it evaluates unpruned unless a method is applied again).
+    ``twins`` pairs every scene with its hard-negative twin (``ToyWorld.twin``).
     """
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
@@ -65,7 +66,7 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
         tokenizer = load_tokenizer(resolve(model))
     except CheckpointError:
         tokenizer = toy_tokenizer(net.config.text.max_length)
-    dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size))
+    dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size), twins)
     trainer = Trainer(trained, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir)
     trainer.fit(resume=True)
     final = Path(out_dir) / "model"
