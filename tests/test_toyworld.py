@@ -190,3 +190,37 @@ def test_pairs_and_collate(tokenizer):
     pixels = to_pixels([world.image(0)], vision)
     expected = (torch.from_numpy(world.image(0)).permute(2, 0, 1).float() / 255 - 0.48145466) / 0.26862954
     torch.testing.assert_close(pixels[0, 0], expected[0])
+
+
+def _differences(a: ToyObject, b: ToyObject) -> list[str]:
+    return [f for f in ("colour", "shape", "size", "cell") if getattr(a, f) != getattr(b, f)]
+
+
+def test_twin_changes_one_attribute_of_one_mentioned_object_and_is_a_true_negative():
+    world = ToyWorld("train")
+    changed_attributes = set()
+    for index in range(300):
+        scene, twin = world.scene(index), world.twin(index)
+        assert twin == world.twin(index)  # deterministic
+        diffs = [(a, b) for a, b in zip(scene.objects, twin.objects, strict=True) if a != b]
+        assert len(diffs) == 1
+        before, after = diffs[0]
+        assert len(_differences(before, after)) == 1
+        changed_attributes |= set(_differences(before, after))
+        assert before in {m.obj for m in scene.mentions} and after in {m.obj for m in twin.mentions}
+        assert len({o.cell for o in twin.objects}) == len(twin.objects)
+        assert not twin.described_by(scene.mentions) and not scene.described_by(twin.mentions)
+        assert (twin.background, twin.seed) == (scene.background, scene.seed)
+        assert twin.answer in ANSWERS
+    assert changed_attributes == {"colour", "shape", "size", "cell"}
+
+
+def test_twin_pairs_sit_side_by_side_in_the_batch(tokenizer):
+    world = ToyWorld("train", image_size=32, size=8)
+    pairs = ToyPairs(world, twins=True)
+    scene_item, twin_item = pairs[5]
+    assert scene_item["caption"] == world.scene(5).caption and twin_item["caption"] == world.twin(5).caption
+    assert scene_item["image"].tobytes() == world.image(5).tobytes()
+    assert twin_item["image"].tobytes() != scene_item["image"].tobytes()
+    batch = Collate(tokenizer, tiny_vision())([pairs[i] for i in (5, 2)])
+    assert batch["index"].tolist() == [5, 5, 2, 2] and batch["pixel_values"].shape[0] == 4
