@@ -72,7 +72,7 @@ def test_eval_fusion_retrieval_and_vqa(tmp_path, tokenizer):
     assert main(["eval", "--model", str(directory), "--data", "toyworld:val:12", "--rerank-k", "4",
                  "--out", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["metrics"]["rerank_k"] == 4 and "itc_image_retrieval_recall@1" in result["metrics"]
+    assert result["metrics"]["rerank_k"] == 4 and "first_stage_image_retrieval_recall@1" in result["metrics"]
     assert 0.0 <= result["metrics"]["text_retrieval_recall@1"] <= 1.0
     assert result["costs"]["fusion_gflops"] > 0
     assert main(["eval", "--model", str(directory), "--task", "vqa", "--data", "toyworld:val:12",

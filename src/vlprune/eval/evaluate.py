@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model
 from vlprune.models.layers import TokenState
-from vlprune.reduce.base import reduced_gflops, token_schedule
+from vlprune.reduce.base import apply, reduced_gflops, token_schedule
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
@@ -40,28 +41,45 @@ def _chunks(n: int, size: int, desc: str) -> Iterator[range]:
         yield range(start, min(n, start + size))
 
 
+@dataclass
+class _Images:
+    pixels: torch.Tensor  # (count, 3, H, W), kept for guided re-encoding
+    emb: torch.Tensor     # normalised embeddings
+    tokens: torch.Tensor  # final image tokens
+
+
+@dataclass
+class _Texts:
+    emb: torch.Tensor
+    tokens: torch.Tensor
+    masks: torch.Tensor
+    guides: torch.Tensor | None  # text guide of each text (models that can be guided)
+
+
 @torch.no_grad()
-def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised image embeddings (count, E) and final image tokens (count, N, D)."""
-    embs, tokens = [], []
+def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) -> _Images:
+    pixels, embs, tokens = [], [], []
     for idx in _chunks(count, batch_size, "images"):
-        state = model.visual(to_pixels([world.image(i) for i in idx], model.config.vision))
+        pixels.append(to_pixels([world.image(i) for i in idx], model.config.vision))
+        state = model.visual(pixels[-1])
         embs.append(model.image_embedding(state, normalize=True))
         tokens.append(state.x)
-    return torch.cat(embs), torch.cat(tokens)
+    return _Images(torch.cat(pixels), torch.cat(embs), torch.cat(tokens))
 
 
 @torch.no_grad()
-def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch_size: int):
-    """Normalised text embeddings, unimodal text tokens and attention masks."""
-    embs, tokens, masks = [], [], []
+def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch_size: int,
+                 with_guides: bool = False) -> _Texts:
+    embs, tokens, masks, guides = [], [], [], []
     for idx in _chunks(len(texts), batch_size, "texts"):
         ids, mask = tokenizer([texts[i] for i in idx])
         state = model.text(ids, mask)
         embs.append(model.text_embedding(state, ids, mask, normalize=True))
         tokens.append(state.x)
         masks.append(mask)
-    return torch.cat(embs), torch.cat(tokens), torch.cat(masks)
+        if with_guides:
+            guides.append(model.guide_from_text(state, ids, mask))
+    return _Texts(torch.cat(embs), torch.cat(tokens), torch.cat(masks), torch.cat(guides) if guides else None)
 
 
 def _costs(model: Model, text_length: int) -> dict:
@@ -74,41 +92,67 @@ def _costs(model: Model, text_length: int) -> dict:
             "token_schedule": [list(pair) for pair in schedule]}
 
 
+def _pair_scorer(model: Model, images: _Images, texts: _Texts, guided: bool):
+    """Second-stage score of (image rows, text cols): ITM for fusion models; for a text-guided method the
+    image is re-encoded with that text as its guide (ITM on fusion models, cosine on CLIP). None: no second
+    stage (an unguided CLIP model)."""
+    def image_state(rows: torch.Tensor, cols: torch.Tensor) -> TokenState:
+        if not guided:
+            return TokenState(x=images.tokens[rows])
+        return model.visual(images.pixels[rows], guide=texts.guides[cols])
+
+    def itm(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        fused = model.fuse(TokenState(x=texts.tokens[cols], mask=texts.masks[cols].bool()), image_state(rows, cols))
+        return model.itm_head(fused.x[:, 0]).softmax(-1)[:, 1]
+
+    def cosine(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return (model.image_embedding(image_state(rows, cols), normalize=True) * texts.emb[cols]).sum(-1)
+
+    if isinstance(model, FusionModel):
+        return itm
+    return cosine if guided else None
+
+
 @torch.no_grad()
 def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
                        batch_size: int = 128, rerank_k: int = 16) -> dict:
     """R@1/5/10 both ways (CLIP_benchmark keys) plus semantic recall and the split's ceiling.
-    Fusion models re-rank each query's top ``rerank_k`` ITC candidates with ITM (``rerank_k=0``: ITC only)."""
+
+    Fusion models re-rank each query's top ``rerank_k`` ITC candidates with ITM (``rerank_k=0``: ITC only).
+    A text-guided method (ELIP λ < 1, TRIPS) cannot embed an image before it knows the text, so retrieval is
+    two-stage: the unguided base model ranks everything, then each query's top ``rerank_k`` pairs are
+    re-encoded with the pair's text as guide and re-scored (cosine for CLIP, ITM for fusion models).
+    """
     count = len(world) if count is None else min(count, len(world))
     captions = [world.scene(i).caption for i in range(count)]
-    image_emb, image_tokens = _image_states(model, world, count, batch_size)
-    text_emb, text_tokens, text_masks = _text_states(model, tokenizer, captions, batch_size)
-    similarity = image_emb @ text_emb.T
+    method = model.reduction
+    guided = method is not None and method.text_guided
+    if guided and not rerank_k:
+        raise ValueError(f"{method.method} needs the text to encode an image: retrieval with it re-scores each "
+                         "query's top-k, so --rerank-k must be >= 1")
+    apply(model, None if guided else method)  # the first stage is unguided
+    images = _image_states(model, world, count, batch_size)
+    texts = _text_states(model, tokenizer, captions, batch_size, with_guides=guided)
+    apply(model, method)
+    similarity = images.emb @ texts.emb.T
     described = positives(world, count)
     truth = torch.from_numpy(described)
     first_stage = retrieval_metrics(similarity, list(range(count)), text_positives=truth)
-    result: dict = {}
-    if isinstance(model, FusionModel) and rerank_k:
-        result.update({"itc_" + k: v for k, v in first_stage.items() if not k.startswith("semantic")})
-        def itm(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-            texts = TokenState(x=text_tokens[cols], mask=text_masks[cols].bool())
-            fused = model.fuse(texts, TokenState(x=image_tokens[rows]))
-            return model.itm_head(fused.x[:, 0]).softmax(-1)[:, 1]
-
-        i2t = rerank_topk(similarity, rerank_k, itm, batch_size)
-        t2i = rerank_topk(similarity.T, rerank_k, lambda r, c: itm(c, r), batch_size)
-        text_side = retrieval_metrics(i2t, list(range(count)), text_positives=truth)
-        image_side = retrieval_metrics(t2i.T, list(range(count)), text_positives=truth)
-        metrics = {k: (text_side if "text_retrieval" in k else image_side)[k] for k in text_side}
-        for prefix in ("", "semantic_"):
-            keys = [k for k in metrics if k.startswith(prefix + "image_retrieval") or
-                    k.startswith(prefix + "text_retrieval")]
-            metrics[prefix + "mean_recall"] = float(np.mean([metrics[k] for k in keys]))
-        result["rerank_k"] = rerank_k
-    else:
-        metrics = first_stage
-    result.update(metrics)
-    return {**result, **ceiling_of(described), "pairs": count}
+    score = _pair_scorer(model, images, texts, guided) if rerank_k else None
+    if score is None:
+        return {**first_stage, **ceiling_of(described), "pairs": count}
+    result: dict = {"first_stage_" + k: v for k, v in first_stage.items() if not k.startswith("semantic")}
+    i2t = rerank_topk(similarity, rerank_k, score, batch_size)
+    t2i = rerank_topk(similarity.T, rerank_k, lambda r, c: score(c, r), batch_size)
+    text_side = retrieval_metrics(i2t, list(range(count)), text_positives=truth)
+    image_side = retrieval_metrics(t2i.T, list(range(count)), text_positives=truth)
+    metrics = {k: (text_side if "text_retrieval" in k else image_side)[k] for k in text_side}
+    for prefix in ("", "semantic_"):
+        keys = [k for k in metrics if k.startswith((prefix + "image_retrieval", prefix + "text_retrieval"))]
+        metrics[prefix + "mean_recall"] = float(np.mean([metrics[k] for k in keys]))
+    second = "guided re-encoding" + (" + ITM" if isinstance(model, FusionModel) else " + cosine") if guided else "ITM"
+    return {**result, **metrics, "rerank_k": rerank_k, "second_stage": second, **ceiling_of(described),
+            "pairs": count}
 
 
 @torch.no_grad()
@@ -121,7 +165,7 @@ def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, world: ToyWorld, c
         return model.encode_text(*tokenizer(texts), normalize=True)
 
     classifier = zeroshot_classifier(encode, class_names(), ZEROSHOT_TEMPLATES)
-    image_emb, _ = _image_states(model, world, count, batch_size)
+    image_emb = _image_states(model, world, count, batch_size).emb
     labels = torch.tensor([world.classification(i)[1] for i in range(count)])
     return {**zeroshot_metrics(image_emb @ classifier.T, labels), "images": count, "classes": len(class_names())}
 

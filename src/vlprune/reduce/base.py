@@ -92,6 +92,11 @@ class ReduceConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
 
+    @property
+    def text_guided(self) -> bool:
+        """True if the selection needs the text the image is paired with (ELIP with λ < 1, TRIPS)."""
+        return False
+
     def check(self, vision: VisionConfig) -> None:
         """Raise ``ConfigError`` if the config does not fit this vision tower."""
 

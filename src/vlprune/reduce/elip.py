@@ -52,6 +52,10 @@ class ELIPConfig(ReduceConfig):
         if self.mode not in MODES:
             raise ConfigError(f"ELIPConfig.mode={self.mode!r} is invalid: expected one of {MODES}")
 
+    @property
+    def text_guided(self) -> bool:
+        return self.lam < 1.0
+
     def starts(self) -> list[int]:
         """First layer of stages 2, 3, ..."""
         out, layer = [], 0

@@ -30,6 +30,10 @@ class TRIPSConfig(ReduceConfig):
     placement: str = "stated"
     num_layers_selected: int = 2
 
+    @property
+    def text_guided(self) -> bool:
+        return True
+
     def selection_layers(self, vision: VisionConfig) -> tuple[int, ...]:
         if self.layers is not None:
             return tuple(self.layers)
