@@ -9,7 +9,7 @@ import vlprune
 from vlprune.cli import main
 from vlprune.config import ConfigError
 from vlprune.eval.bench import bench_image_tower, write_rows
-from vlprune.reduce import EViTConfig, ToMeConfig
+from vlprune.reduce import ELIPConfig, EViTConfig, ToMeConfig, TRIPSConfig
 from vlprune.reduce.base import parse_method
 
 
@@ -50,3 +50,15 @@ def test_eval_with_a_method_records_config_schedule_and_lower_gflops(clip_config
     assert outs[1]["method"] == {"method": "evit", "layers": [0], "keep_ratio": 0.5, "fuse": True,
                                  "renormalize": False}
     assert outs[1]["token_schedule"][0] == [17, 10] and outs[1]["vision_gflops"] < outs[0]["vision_gflops"]
+
+
+@pytest.mark.parametrize("config", [ToMeConfig(r=(2, 1)), ELIPConfig(stages=(1, 1), keep=(0.5,), mode="cheap"),
+                                    TRIPSConfig(layers=(0,), keep_ratio=0.5), EViTConfig(layers=(1,), keep_ratio=0.3)])
+def test_spec_round_trips_through_parse_method(config):
+    assert parse_method(config.spec())[1] == config
+
+
+def test_bench_runs_text_guided_methods_with_a_guide(clip_config):
+    model = vlprune.build_model(clip_config)
+    rows = bench_image_tower(model, ["none", "trips:layers=[0],keep_ratio=0.5"], batch_sizes=(2,), warmup=0, iters=1)
+    assert rows[1].method.startswith("trips") and rows[1].ideal_speedup > 1.0

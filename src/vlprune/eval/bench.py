@@ -2,7 +2,8 @@
 
 Warm-up, then the median of timed iterations; images/s at each batch size, latency at batch 1, peak memory
 (CUDA allocator on GPU; peak-RSS growth on Linux CPU), analytic GFLOPs and params. Speedups are measured
-against the base model *in the same process* and shown beside the FLOP-ideal speedup.
+against the base model *in the same process* and shown beside the FLOP-ideal speedup. Text-guided methods
+(ELIP λ < 1, TRIPS) get a random unit guide; the text tower that would produce it is not timed.
 """
 
 from __future__ import annotations
@@ -98,8 +99,11 @@ def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] 
         gflops = vision_gflops(model)
         for batch in batch_sizes:
             pixels = torch.randn(batch, vision.channels, vision.image_size, vision.image_size, device=dev, dtype=dtype)
+            # text-guided methods get a random unit guide: the text tower's cost is not part of this benchmark
+            guide = (torch.nn.functional.normalize(torch.randn(batch, vision.width, device=dev, dtype=dtype), dim=-1)
+                     if config is not None and config.text_guided else None)
             with torch.inference_mode():
-                seconds, peak = measure(partial(model.encode_image, pixels), warmup, iters, dev)
+                seconds, peak = measure(partial(model.encode_image, pixels, guide=guide), warmup, iters, dev)
             speed = batch / seconds
             if config is None:
                 base_speed[batch] = speed

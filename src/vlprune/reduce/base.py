@@ -92,6 +92,11 @@ class ReduceConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
 
+    def spec(self) -> str:
+        """The command-line form ``NAME:key=value,...`` that ``parse_method`` reads back to this config."""
+        settings = ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in asdict(self).items())
+        return f"{self.method}:{settings}" if settings else self.method
+
     @property
     def text_guided(self) -> bool:
         """True if the selection needs the text the image is paired with (ELIP with λ < 1, TRIPS)."""
