@@ -32,6 +32,7 @@ from vlprune.models.layers import Block, ForwardContext, TokenState
 from vlprune.trim.config import SmartTrimConfig
 from vlprune.trim.gumbel import gumbel_sigmoid_log, hard_log, logistic_noise
 from vlprune.trim.losses import keep_ratio
+from vlprune.trim.schedule import curriculum_target
 from vlprune.trim.trimmers import HeadTrimmer, TokenTrimmer
 
 MODES = ("soft", "masked", "hard", "full")
@@ -240,10 +241,13 @@ class SmartTrim(nn.Module):
                 groups.setdefault(cost_group(name), []).append(record.ratio(name))
         return {g: torch.stack(v).mean() for g, v in groups.items()}
 
-    def targets(self, scale: float = 1.0) -> dict[str, float]:
-        """γ per cost module; ``scale`` in [0, 1] is the curriculum's progress from 1.0 to the targets."""
+    def targets(self, step: int | None = None, total_steps: int | None = None) -> dict[str, float]:
+        """γ per cost module: the configured targets, or at training step ``step`` of ``total_steps`` the linear
+        curriculum's value (from 1.0 over the first ``config.curriculum`` of training)."""
         def at(target: float) -> float:
-            return 1.0 - (1.0 - target) * scale
+            if step is None or total_steps is None:
+                return target
+            return curriculum_target(target, step, total_steps, self.config.curriculum)
 
         out = {}
         if self.config.tokens in ("cross", "local"):
