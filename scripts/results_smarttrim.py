@@ -119,7 +119,7 @@ def keep_profile(trim: SmartTrim, runner: Runner) -> dict[str, float]:
 
 def static_candidates(vision_layers: int) -> list:
     """Static token-reduction settings to match a GFLOPs budget with (EViT, ToMe, TRIPS on the image tower)."""
-    ratios = [round(r, 3) for r in np.linspace(0.05, 1.0, 96)]
+    ratios = [round(float(r), 3) for r in np.linspace(0.05, 1.0, 96)]
     return ([EViTConfig(keep_ratio=r) for r in ratios] + [TRIPSConfig(keep_ratio=r) for r in ratios]
             + [ToMeConfig(r=r) for r in range(0, 33)])
 
