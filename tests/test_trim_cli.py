@@ -1,4 +1,5 @@
-"""``vlprune train --method smarttrim`` end to end on a tiny model (ITM: its VQA head is smaller than the toy world's answers), and its one-line error for a bad target."""
+"""``vlprune train --method smarttrim`` end to end on a tiny model (ITM: its VQA head is smaller than the toy
+world's answer set), and its one-line error for a bad target."""
 
 from __future__ import annotations
 
