@@ -45,12 +45,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_steps=args.warmup_steps, grad_accum=args.grad_accum, seed=args.seed,
                          ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
+    if args.method == "smarttrim":
+        final = _train_smarttrim(args, config)
+        if rank() == 0:
+            print(f"saved {final}")
+        return 0
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
                   args.momentum_queue, args.momentum, args.method, args.twins)
     if rank() == 0:
         print(f"saved {final}")
     return 0
+
+
+def _train_smarttrim(args: argparse.Namespace, config) -> Path:
+    """``vlprune train --method smarttrim``: fine-tune a fusion model with SmartTrim on one task (vqa or itm)."""
+    from vlprune.trim.config import trim_config
+    from vlprune.trim.train import train_smarttrim
+
+    tasks = _tasks(args.tasks)
+    if len(tasks) != 1 or next(iter(tasks)) not in ("vqa", "itm"):
+        raise ValueError(f"--tasks {args.tasks!r}: SmartTrim fine-tunes on one task, vqa or itm")
+    values = {name: getattr(args, name) for name in ("target_vision", "target_text", "target_heads")
+              if getattr(args, name) is not None}
+    values.update(parse_settings(args.set, "--set"))
+    return train_smarttrim(args.model, args.out, trim_config("smarttrim", **values), next(iter(tasks)), config,
+                           args.train_size)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -157,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
     p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")
     p.add_argument("--method", default="none",
-                   help="train with token reduction on, e.g. elip, trips, tome:r=4, evit:keep_ratio=0.7")
+                   help="train with token reduction on, e.g. elip, trips, tome:r=4, evit:keep_ratio=0.7; or "
+                        "smarttrim (adaptive token and head trimming; fine-tunes a fusion model on --tasks vqa or itm)")
+    for name, what in (("vision", "image tokens"), ("text", "text tokens"), ("heads", "attention heads")):
+        p.add_argument(f"--target-{name}", type=float, help=f"smarttrim: keep-ratio target of {what}, in (0, 1]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="smarttrim config value (JSON), repeatable, e.g. --set temperature=0.5 --set tokens=local")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")

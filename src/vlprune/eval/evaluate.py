@@ -4,7 +4,7 @@ or VQA. Every result also records the model's parameters and analytic GFLOPs (DE
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +113,23 @@ def _pair_scorer(model: Model, images: _Images, texts: _Texts, guided: bool):
     return cosine if guided else None
 
 
+def reranked_metrics(similarity: torch.Tensor, rerank_k: int,
+                     itm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int,
+                     truth: torch.Tensor) -> dict:
+    """Recall after re-ranking each query's top ``rerank_k`` first-stage candidates with ``itm(image_rows,
+    text_cols)`` (one score per pair), both directions; ``truth`` as ``retrieval_metrics``'s text_positives."""
+    count = similarity.shape[0]
+    i2t = rerank_topk(similarity, rerank_k, itm, batch_size)
+    t2i = rerank_topk(similarity.T, rerank_k, lambda r, c: itm(c, r), batch_size)
+    text_side = retrieval_metrics(i2t, list(range(count)), text_positives=truth)
+    image_side = retrieval_metrics(t2i.T, list(range(count)), text_positives=truth)
+    metrics = {k: (text_side if "text_retrieval" in k else image_side)[k] for k in text_side}
+    for prefix in ("", "semantic_"):
+        keys = [k for k in metrics if k.startswith((prefix + "image_retrieval", prefix + "text_retrieval"))]
+        metrics[prefix + "mean_recall"] = float(np.mean([metrics[k] for k in keys]))
+    return metrics
+
+
 @torch.no_grad()
 def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
                        batch_size: int = 128, rerank_k: int = 16) -> dict:
@@ -142,14 +159,7 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
     if score is None:
         return {**first_stage, **ceiling_of(described), "pairs": count}
     result: dict = {"first_stage_" + k: v for k, v in first_stage.items() if not k.startswith("semantic")}
-    i2t = rerank_topk(similarity, rerank_k, score, batch_size)
-    t2i = rerank_topk(similarity.T, rerank_k, lambda r, c: score(c, r), batch_size)
-    text_side = retrieval_metrics(i2t, list(range(count)), text_positives=truth)
-    image_side = retrieval_metrics(t2i.T, list(range(count)), text_positives=truth)
-    metrics = {k: (text_side if "text_retrieval" in k else image_side)[k] for k in text_side}
-    for prefix in ("", "semantic_"):
-        keys = [k for k in metrics if k.startswith((prefix + "image_retrieval", prefix + "text_retrieval"))]
-        metrics[prefix + "mean_recall"] = float(np.mean([metrics[k] for k in keys]))
+    metrics = reranked_metrics(similarity, rerank_k, score, batch_size, truth)
     second = "guided re-encoding" + (" + ITM" if isinstance(model, FusionModel) else " + cosine") if guided else "ITM"
     return {**result, **metrics, "rerank_k": rerank_k, "second_stage": second, **ceiling_of(described),
             "pairs": count}

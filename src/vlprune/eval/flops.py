@@ -32,20 +32,27 @@ def attention_macs(queries: int, keys: int, q_dim: int, kv_dim: int, heads: int,
 
 
 def layer_macs(cfg: TowerConfig, layer: int, attn_tokens: int, mlp_tokens: int, cross_keys: int = 0,
-               cross_dim: int = 0) -> int:
-    """Multiply-accumulates of one block."""
-    heads, d, width = cfg.num_heads[layer], cfg.head_dim, cfg.width
+               cross_dim: int = 0, heads: int | None = None, cross_heads: int | None = None) -> int:
+    """Multiply-accumulates of one block; ``heads`` / ``cross_heads`` override the computed head counts (heads
+    removed per input by SmartTrim)."""
+    d, width = cfg.head_dim, cfg.width
+    heads = cfg.num_heads[layer] if heads is None else heads
+    cross_heads = cfg.num_heads[layer] if cross_heads is None else cross_heads
     macs = attention_macs(attn_tokens, attn_tokens, width, width, heads, d)
     if cross_keys:
-        macs += attention_macs(mlp_tokens, cross_keys, width, cross_dim, heads, d)
+        macs += attention_macs(mlp_tokens, cross_keys, width, cross_dim, cross_heads, d)
     return macs + 2 * mlp_tokens * width * cfg.intermediate_size[layer]
+
+
+def patch_embed_macs(cfg: VisionConfig) -> int:
+    return cfg.num_patches * cfg.channels * cfg.patch_size**2 * cfg.width
 
 
 def vision_macs(cfg: VisionConfig, embed_dim: int, schedule: Schedule | None = None) -> int:
     """Per image: patch embedding, blocks (following ``schedule``), projection of [CLS]."""
     full = cfg.num_patches + 1
     pairs = _pairs(schedule if schedule is not None else [full] * cfg.num_layers, cfg.num_layers, "vision")
-    macs = cfg.num_patches * cfg.channels * cfg.patch_size**2 * cfg.width
+    macs = patch_embed_macs(cfg)
     macs += sum(layer_macs(cfg, i, a, m) for i, (a, m) in enumerate(pairs))
     return macs + cfg.width * embed_dim
 

@@ -8,6 +8,11 @@ Methods never patch model code. They act only through:
 * ``Block.wants_cls_attn`` / ``Block.wants_keys`` — ask the self-attention for the head-wise [CLS]
   attention row ``(B, H, N)`` or the keys ``(B, H, N, d)`` (then the math path is used);
 * ``ctx.head_gates[layer_key]`` — a per-head gate ``(B, H)`` multiplied into the head outputs (SmartTrim);
+  cross-attention uses the key ``layer_key + ".cross"``;
+* ``ctx.head_index[layer_key]`` — indices ``(h,)`` of the only heads to compute: the others are physically
+  skipped (SmartTrim's hard masks); a gate given beside it is ``(B, h)``, one entry per computed head;
+* ``TokenState.log_keep`` / ``ctx.encoder_log_keep`` — a float ``(B, N)`` added to the attention logits of
+  the keys (self-attention / cross-attention): ``log M`` of a soft keep mask, 0 keeps, -inf removes (SmartTrim);
 * ``TokenState.size`` — tokens that stand for several patches add ``log(size)`` to their attention
   logits (ToMe proportional attention) when ``ctx.proportional_attn`` is on;
 * ``TokenState.mask`` — boolean key mask ``(B, N)``; masked keys get no attention.
@@ -34,13 +39,15 @@ class TokenState:
 
     ``x`` (B, N, D); ``size`` (B, N, 1) — original patches each token stands for (None = all ones);
     ``source`` (B, N, N0) — which original tokens each token covers (optional, for visualisation);
-    ``mask`` (B, N) bool — True where the token is a real key (None = all real). [CLS] stays at index 0.
+    ``mask`` (B, N) bool — True where the token is a real key (None = all real); ``log_keep`` (B, N) float —
+    added to the key logits (``log M`` of a soft keep mask; None = 0). [CLS] stays at index 0.
     """
 
     x: torch.Tensor
     size: torch.Tensor | None = None
     source: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    log_keep: torch.Tensor | None = None
 
 
 @dataclass
@@ -50,8 +57,10 @@ class ForwardContext:
     causal: bool = False
     encoder_states: torch.Tensor | None = None       # image tokens for cross-attention
     encoder_mask: torch.Tensor | None = None         # (B, M) bool
+    encoder_log_keep: torch.Tensor | None = None     # (B, M) float, added to the cross-attention key logits
     proportional_attn: bool = False
     head_gates: dict[str, torch.Tensor] = field(default_factory=dict)
+    head_index: dict[str, torch.Tensor] = field(default_factory=dict)  # heads to compute; others skipped
     extras: dict[str, object] = field(default_factory=dict)  # method-specific (e.g. text guidance)
 
 
@@ -70,11 +79,16 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def key_bias(mask: torch.Tensor | None, size: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """Additive attention bias (B, 1, 1, N) from a key mask and, for proportional attention, log(size)."""
+def key_bias(mask: torch.Tensor | None, size: torch.Tensor | None, dtype: torch.dtype,
+             log_keep: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Additive attention bias (B, 1, 1, N) from a key mask, for proportional attention log(size), and a
+    float ``log_keep`` (SmartTrim's log M)."""
     bias = None
     if size is not None:
         bias = size.squeeze(-1).to(dtype).log()[:, None, None, :]
+    if log_keep is not None:
+        keep = log_keep.to(dtype)[:, None, None, :]
+        bias = keep if bias is None else bias + keep
     if mask is not None:
         masked = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
         masked = masked[:, None, None, :]
@@ -83,8 +97,9 @@ def key_bias(mask: torch.Tensor | None, size: torch.Tensor | None, dtype: torch.
 
 
 def self_attention_bias(state: TokenState, ctx: ForwardContext) -> torch.Tensor | None:
-    """The key bias a block's self-attention uses: key mask, plus log(size) under proportional attention."""
-    return key_bias(state.mask, state.size if ctx.proportional_attn else None, state.x.dtype)
+    """The key bias a block's self-attention uses: key mask, log_keep, plus log(size) under proportional
+    attention."""
+    return key_bias(state.mask, state.size if ctx.proportional_attn else None, state.x.dtype, state.log_keep)
 
 
 class Attention(nn.Module):
@@ -106,7 +121,18 @@ class Attention(nn.Module):
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
-        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        return t.view(b, n, -1, self.head_dim).transpose(1, 2)
+
+    def _rows(self, heads: torch.Tensor) -> torch.Tensor:
+        """Feature indices of the heads ``heads`` in the q/k/v outputs (and o inputs)."""
+        offsets = torch.arange(self.head_dim, device=heads.device)
+        return (heads[:, None] * self.head_dim + offsets).flatten()
+
+    def _project(self, linear: nn.Linear, t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        if rows is None:
+            return self._heads(linear(t))
+        bias = None if linear.bias is None else linear.bias[rows]
+        return self._heads(F.linear(t, linear.weight[rows], bias))
 
     def forward(
         self,
@@ -117,11 +143,17 @@ class Attention(nn.Module):
         head_gate: torch.Tensor | None = None,
         want_cls_attn: bool = False,
         want_keys: bool = False,
+        heads: torch.Tensor | None = None,
     ) -> AttentionOutput:
+        """``heads`` (h,): compute only these heads (the others count as gated to 0); ``head_gate`` is then
+        (B, h)."""
         if self.num_heads == 0:
             return AttentionOutput(out=torch.zeros_like(x))
+        rows = None if heads is None else self._rows(heads)
+        if rows is not None and rows.numel() == 0:  # every head removed: only the output bias is left
+            return AttentionOutput(out=self.o.bias.expand_as(x).clone())
         kv = x if kv is None else kv
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(kv)), self._heads(self.v(kv))
+        q, k, v = (self._project(lin, t, rows) for lin, t in ((self.q, x), (self.k, kv), (self.v, kv)))
         cls_attn = None
         if want_cls_attn:
             probs = self._probs(q, k, bias, causal)
@@ -135,8 +167,9 @@ class Attention(nn.Module):
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         if head_gate is not None:
             ctx = ctx * head_gate[:, :, None, None].to(ctx.dtype)
-        b, _, n, _ = ctx.shape
-        out = self.o(ctx.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+        b, h, n, _ = ctx.shape
+        flat = ctx.transpose(1, 2).reshape(b, n, h * self.head_dim)
+        out = self.o(flat) if rows is None else F.linear(flat, self.o.weight[:, rows], self.o.bias)
         return AttentionOutput(out=out, cls_attn=cls_attn, keys=k if want_keys else None)
 
     def keys_of(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +256,8 @@ class Block(nn.Module):
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
             result = self.attn(h, bias=bias, causal=ctx.causal, head_gate=ctx.head_gates.get(self.key),
-                               want_cls_attn=self.wants_cls_attn and run_hooks, want_keys=self.wants_keys and run_hooks)
+                               want_cls_attn=self.wants_cls_attn and run_hooks, want_keys=self.wants_keys and run_hooks,
+                               heads=ctx.head_index.get(self.key))
             attn_out.append(result)
             return result.out
 
@@ -233,11 +267,12 @@ class Block(nn.Module):
         if self.cross_attn is not None and use_cross:
             if ctx.encoder_states is None:
                 raise ValueError(f"layer {self.key} is a fusion layer and needs image tokens (encoder_states)")
-            cross_bias = key_bias(ctx.encoder_mask, None, state.x.dtype)
+            cross_bias = key_bias(ctx.encoder_mask, None, state.x.dtype, ctx.encoder_log_keep)
 
             def cross_attention(h: torch.Tensor) -> torch.Tensor:
-                gate = ctx.head_gates.get(self.key + ".cross")
-                return self.cross_attn(h, kv=ctx.encoder_states, bias=cross_bias, head_gate=gate).out
+                key = self.key + ".cross"
+                return self.cross_attn(h, kv=ctx.encoder_states, bias=cross_bias, head_gate=ctx.head_gates.get(key),
+                                       heads=ctx.head_index.get(key)).out
 
             state = replace(state, x=self._residual(state.x, self.norm_cross, cross_attention))
         return replace(state, x=self._residual(state.x, self.norm2, self.mlp))

@@ -1,0 +1,146 @@
+"""Measure trimmed models beside untrimmed and statically reduced ones, with one accounting: VQA accuracy and
+ITM-re-ranked retrieval, per-instance GFLOPs of each scored pair, batch-1 latency, and how the kept tokens
+follow the input (adaptivity)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from vlprune.config import VisionConfig
+from vlprune.data.pairs import to_pixels
+from vlprune.data.toyworld import ANSWERS, ToyWorld, positives
+from vlprune.eval.evaluate import reranked_metrics
+from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
+from vlprune.models.fusion import FusionModel
+from vlprune.reduce.base import apply, token_schedule
+from vlprune.tokenizer import WordTokenizer
+from vlprune.trim.flops import distribution, record_gflops, static_gflops
+from vlprune.trim.model import SmartTrim, TrimRecord
+
+# (pixels, ids, mask) -> (logits, GFLOPs per pair, record or None)
+Scorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, np.ndarray, TrimRecord | None]]
+
+
+def trim_scorer(trim: SmartTrim, task: str, mode: str = "masked") -> Scorer:
+    """Scores pairs with ``trim`` (``task`` ``vqa`` or ``itm``); ``masked`` takes the hard decisions batched."""
+    head = trim.model.vqa_head if task == "vqa" else trim.model.itm_head
+
+    def score(pixels, ids, mask):
+        out = trim(pixels, ids, mask, mode)
+        return head(out.cls), record_gflops(trim, out.record), out.record
+
+    return score
+
+
+def static_scorer(model: FusionModel, task: str) -> Scorer:
+    """Scores pairs with ``model`` as it is (a static token-reduction method applied, or none)."""
+    logits_fn = model.vqa_logits if task == "vqa" else model.itm_logits
+    schedule = token_schedule(model)
+
+    def score(pixels, ids, mask):
+        return logits_fn(pixels, ids, mask), static_gflops(model.config, schedule, mask.sum(dim=1)), None
+
+    return score
+
+
+def vision_tokens(record: TrimRecord) -> np.ndarray:
+    """(B,) image tokens per layer, averaged over the vision layers ([CLS] included)."""
+    names = [n for n in record.keep if n.startswith("tokens:vision.")]
+    return torch.stack([record.counts(n) for n in names]).mean(dim=0).numpy()
+
+
+@torch.no_grad()
+def vqa_run(score: Scorer, vision: VisionConfig, tokenizer: WordTokenizer, world: ToyWorld, count: int,
+            batch_size: int = 64) -> dict:
+    """Accuracy (overall, per question type), the GFLOPs distribution, and per-instance values for adaptivity."""
+    scenes = [world.scene(i) for i in range(count)]
+    predictions, flops, tokens = [], [], []
+    for start in range(0, count, batch_size):
+        idx = range(start, min(count, start + batch_size))
+        ids, mask = tokenizer([scenes[i].question for i in idx])
+        logits, gflops, record = score(to_pixels([world.image(i) for i in idx], vision), ids, mask)
+        predictions += [ANSWERS[a] for a in logits.argmax(-1).tolist()]
+        flops.append(gflops)
+        if record is not None:
+            tokens.append(vision_tokens(record))
+    answers, types = [s.answer for s in scenes], [s.question_type for s in scenes]
+    per_instance = {"gflops": np.concatenate(flops).tolist(), "objects": [len(s.objects) for s in scenes],
+                    "question_type": types, "correct": [float(p == a) for p, a in zip(predictions, answers)]}
+    if tokens:
+        per_instance["vision_tokens"] = np.concatenate(tokens).tolist()
+    return {"vqa_accuracy": vqa_accuracy(predictions, answers),
+            "vqa_accuracy_by_type": vqa_accuracy_by_type(predictions, answers, types),
+            "gflops": distribution(np.concatenate(flops)), "questions": count, "per_instance": per_instance}
+
+
+@torch.no_grad()
+def retrieval_run(score: Scorer, model: FusionModel, tokenizer: WordTokenizer, world: ToyWorld, count: int,
+                  rerank_k: int = 8, batch_size: int = 64) -> dict:
+    """Retrieval recall: the untrimmed ITC similarity ranks all pairs (the same first stage for every method),
+    then each query's top ``rerank_k`` are re-scored by ``score``'s ITM; GFLOPs are per re-scored pair."""
+    pixels = to_pixels([world.image(i) for i in range(count)], model.config.vision)
+    ids, mask = tokenizer([world.scene(i).caption for i in range(count)])
+    reduction = model.reduction
+    apply(model, None)
+    similarity = model.encode_image(pixels, normalize=True) @ model.encode_text(ids, mask, normalize=True).T
+    apply(model, reduction)
+    flops: list[np.ndarray] = []
+
+    def itm(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        logits, gflops, _ = score(pixels[rows], ids[cols], mask[cols])
+        flops.append(gflops)
+        return logits.softmax(-1)[:, 1]
+
+    truth = torch.from_numpy(positives(world, count))
+    metrics = reranked_metrics(similarity, rerank_k, itm, batch_size, truth)
+    return {**metrics, "gflops": distribution(np.concatenate(flops)), "pairs": count, "rerank_k": rerank_k}
+
+
+@torch.no_grad()
+def batch1_latency(runs: dict[str, Callable[[int], object]], count: int, warmup: int = 3) -> dict[str, float]:
+    """Mean milliseconds per input at batch size 1, every method timed on the same inputs in turn (so machine
+    load affects all alike); each input's time is the best of two calls."""
+    for fn in runs.values():
+        for i in range(warmup):
+            fn(i)
+    totals = dict.fromkeys(runs, 0.0)
+    for i in range(count):
+        for name, fn in runs.items():
+            best = float("inf")
+            for _ in range(2):
+                start = time.perf_counter()
+                fn(i)
+                best = min(best, time.perf_counter() - start)
+            totals[name] += best
+    return {name: 1000 * total / count for name, total in totals.items()}
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), for Spearman's correlation."""
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    for v in np.unique(values):
+        ranks[values == v] = ranks[values == v].mean()
+    return ranks
+
+
+def adaptivity(per_instance: dict) -> dict:
+    """How kept image tokens follow the input: Pearson and Spearman correlation with the number of objects,
+    the correlation ratio η with the question type, and the means per group."""
+    tokens = np.asarray(per_instance["vision_tokens"])
+    objects = np.asarray(per_instance["objects"], dtype=float)
+    types = np.asarray(per_instance["question_type"])
+    by_type = {t: float(tokens[types == t].mean()) for t in sorted(set(types.tolist()))}
+    between = sum((types == t).sum() * (m - tokens.mean()) ** 2 for t, m in by_type.items())
+    total = ((tokens - tokens.mean()) ** 2).sum()
+    constant = tokens.std() == 0
+    return {"pearson_objects": float("nan") if constant else float(np.corrcoef(tokens, objects)[0, 1]),
+            "spearman_objects": float("nan") if constant else float(np.corrcoef(_ranks(tokens), _ranks(objects))[0, 1]),
+            "tokens_by_objects": {int(n): float(tokens[objects == n].mean()) for n in np.unique(objects)},
+            "eta_question_type": float("nan") if constant else float(np.sqrt(between / total)),
+            "tokens_by_question_type": by_type}
