@@ -53,13 +53,14 @@ def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) ->
 
 @torch.no_grad()
 def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch_size: int):
-    """Normalised text embeddings, unimodal text tokens and attention masks."""
+    """Normalised text embeddings, the text tokens fusion layers start from (fusion models; else the unimodal
+    output) and attention masks."""
     embs, tokens, masks = [], [], []
     for idx in _chunks(len(texts), batch_size, "texts"):
         ids, mask = tokenizer([texts[i] for i in idx])
         state = model.text(ids, mask)
         embs.append(model.text_embedding(state, ids, mask, normalize=True))
-        tokens.append(state.x)
+        tokens.append((model.fusion_input(ids, mask, state) if isinstance(model, FusionModel) else state).x)
         masks.append(mask)
     return torch.cat(embs), torch.cat(tokens), torch.cat(masks)
 
