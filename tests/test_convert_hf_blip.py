@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+
+import vlprune
 from helpers.reference import (
     CAPTIONS,
     TOL,
@@ -16,8 +18,6 @@ from helpers.reference import (
     save_hf,
     transformers,
 )
-
-import vlprune
 from vlprune.cli import main
 from vlprune.data.images import Preprocess
 from vlprune.models.convert import ConversionError

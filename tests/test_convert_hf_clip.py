@@ -7,6 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+import vlprune
 from helpers.reference import (
     CAPTIONS,
     TOL,
@@ -18,9 +21,6 @@ from helpers.reference import (
     save_hf,
     transformers,
 )
-from safetensors.torch import load_file, save_file
-
-import vlprune
 from vlprune.cli import main
 from vlprune.data.images import Preprocess
 from vlprune.models.convert import ConversionError
@@ -94,7 +94,8 @@ def test_pruned_model_exports_zero_padded_to_stock_shapes(reference, inputs):
             p.normal_(0, 0.2)
     exported = vlprune.to_hf(pruned)
     assert exported.config.vision_config.num_hidden_layers == 2  # removed layer 0 is an identity layer
-    assert exported.config.vision_config.num_attention_heads == 4 and exported.config.text_config.intermediate_size == 40
+    assert exported.config.vision_config.num_attention_heads == 4
+    assert exported.config.text_config.intermediate_size == 40
     for want, got in zip(_outputs(exported, *inputs), _ours(pruned, *inputs)):
         assert max_diff(want, got) < TOL
 

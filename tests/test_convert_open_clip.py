@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-from helpers.open_clip_env import import_open_clip
-from helpers.reference import CAPTIONS, TOL, keep_all_configs, max_diff
 from safetensors.torch import save_file
 
 import vlprune
+from helpers.open_clip_env import import_open_clip
+from helpers.reference import CAPTIONS, TOL, keep_all_configs, max_diff
 from vlprune.cli import main
 from vlprune.models.convert import ConversionError
 

@@ -7,6 +7,7 @@ from vlprune.reduce import ELIPConfig, EViTConfig, RandomConfig, ToMeConfig, TRI
 from vlprune.registry import list_models, register_model
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "ConfigError", "ConversionError", "ELIPConfig", "EViTConfig", "ModelConfig", "RandomConfig",
-           "TRIPSConfig", "TextConfig", "ToMeConfig", "VisionConfig", "apply", "build_model", "create_model",
-           "from_hf", "from_open_clip", "list_models", "load", "load_tokenizer", "register_model", "save", "to_hf", "to_open_clip"]
+__all__ = ["CheckpointError", "ConfigError", "ConversionError", "ELIPConfig", "EViTConfig", "ModelConfig",
+           "RandomConfig", "TRIPSConfig", "TextConfig", "ToMeConfig", "VisionConfig", "apply", "build_model",
+           "create_model", "from_hf", "from_open_clip", "list_models", "load", "load_tokenizer", "register_model",
+           "save", "to_hf", "to_open_clip"]

@@ -93,7 +93,8 @@ def hf_config(config: ModelConfig):
     from transformers import BlipConfig
 
     v, t = config.vision, config.text
-    if not (t.fusion_from_embeddings and config.proj_bias and v.patch_bias and not v.ln_pre and config.num_answers == 0):
+    blip = t.fusion_from_embeddings and config.proj_bias and v.patch_bias and not v.ln_pre
+    if not (blip and config.num_answers == 0):
         raise ConversionError(f"{config.name or 'this model'} does not have BLIP's retrieval layout (fusion from the "
                               "embeddings in every text layer, projections with bias, no VQA head); keep it in "
                               "vlprune's format (vlprune.save)")
