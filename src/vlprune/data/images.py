@@ -164,8 +164,8 @@ class Preprocess:
     crops; ``resize="squash"`` resizes straight to ``image_size`` x ``image_size`` (BLIP). The crop offset is
     ``floor((size - crop) / 2)`` (HF image processors) or, with ``crop_offset="round"``, Python's ``round`` of
     it (torchvision's ``CenterCrop``, which open_clip uses); they differ by one pixel when the excess is odd.
-    Inputs: a PIL image (any mode), a uint8 array (H, W) or (H, W, 3), or a float array in [0, 1]. Resampling is skipped when the size
-    already matches, so images at the target size pass through bit-exactly.
+    Inputs: a PIL image (any mode), a uint8 array (H, W) or (H, W, 3), or a float array in [0, 1]. Resampling is
+    skipped when the size already matches, so images at the target size pass through bit-exactly.
     """
 
     image_size: int
