@@ -38,7 +38,7 @@ def build(device: torch.device):
     reference = CLIPModel(CLIPConfig(vision_config=VIT_B16, text_config=TINY_TEXT, projection_dim=512)).eval()
     ours = vlprune.from_hf(reference)
     hf_vision = CLIPVisionModel(reference.config.vision_config).eval()
-    hf_vision.load_state_dict({k: v for k, v in reference.state_dict().items() if k.startswith("vision_model.")})
+    hf_vision.load_state_dict(reference.vision_model.state_dict())
     return ours.to(device), hf_vision.to(device)
 
 

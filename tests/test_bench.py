@@ -50,3 +50,12 @@ def test_eval_with_a_method_records_config_schedule_and_lower_gflops(clip_config
     assert outs[1]["method"] == {"method": "evit", "layers": [0], "keep_ratio": 0.5, "fuse": True,
                                  "renormalize": False}
     assert outs[1]["token_schedule"][0] == [17, 10] and outs[1]["vision_gflops"] < outs[0]["vision_gflops"]
+
+
+@pytest.mark.parametrize("config", ["clip_config", "fusion_config"])
+def test_text_guided_methods_bench_with_a_text_guide(config, request):
+    model = vlprune.build_model(request.getfixturevalue(config))
+    specs = ["none", "trips:layers=[0],keep_ratio=0.5", "elip:stages=[1,1],keep=[0.5],mode=cheap"]
+    rows = bench_image_tower(model, specs, batch_sizes=(2,), warmup=0, iters=1)
+    assert [r.method for r in rows] == specs and all(r.images_per_s > 0 for r in rows)
+    assert all(r.ideal_speedup > 1 for r in rows[1:])
