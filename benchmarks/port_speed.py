@@ -71,6 +71,13 @@ def run(args: argparse.Namespace) -> dict:
                     "(tower, pooled [CLS]); same random HF-config ViT-B/16 weights, fp32, inference_mode"}
 
 
+def _caveat(result: dict) -> str:
+    if result["rounds"] >= 2:
+        return ""
+    return (". One round only: the two models ran back to back, not alternated, so a change in background load "
+            "between them goes straight into the ratio")
+
+
 def write(results: list[dict], out: Path) -> None:
     """``port.json`` (all runs) and ``port.md`` (a table)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +93,7 @@ def write(results: list[dict], out: Path) -> None:
                      f"{r['speedup_vs_transformers']:.3f}x | {r['max_abs_diff_cls']:.1e} |")
     lines += ["", *[f"- {r['device']}: {r['note']} ({r['date']}, torch {r['versions']['torch']}, transformers "
                     f"{r['versions']['transformers']}, {r['warmup']} warm-up + {r['iters']} timed iterations x "
-                    f"{r['rounds']} rounds)" for r in results], ""]
+                    f"{r['rounds']} rounds){_caveat(r)}" for r in results], ""]
     (out / "port.md").write_text("\n".join(lines))
 
 
@@ -101,7 +108,11 @@ def main() -> None:
     parser.add_argument("--note", default="", help="conditions of the run, written beside the numbers")
     parser.add_argument("--append", action="store_true", help="add to the existing port.json (e.g. a GPU run)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--write-only", action="store_true", help="rewrite port.md from port.json, measure nothing")
     args = parser.parse_args()
+    if args.write_only:
+        write(json.loads((args.out / "port.json").read_text()), args.out)
+        return
     result = run(args)
     previous = json.loads((args.out / "port.json").read_text()) if args.append and (args.out / "port.json").is_file() \
         else []

@@ -95,7 +95,3 @@ def fill_fresh(model: torch.nn.Module, state: dict[str, torch.Tensor], fresh: tu
     own = model.state_dict()
     return {**{k: v for k, v in own.items() if k.startswith(fresh) and k not in state}, **state}
 
-
-def first(*values):
-    """The first value that is not None (config fields with several historical names)."""
-    return next((v for v in values if v is not None), None)
