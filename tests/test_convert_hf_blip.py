@@ -1,6 +1,7 @@
 """transformers BlipForImageTextRetrieval <-> vlprune FusionModel: ITC similarities and ITM logits (with every
 token method at keep 1.0), export back, pruned export, tokenizer and preprocessing parity, refused models."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -120,3 +121,13 @@ def test_other_blip_heads_are_refused_by_name(reference):
         vlprune.from_hf(transformers.BlipForQuestionAnswering(hf_model.config))
     with pytest.raises(ConversionError, match="BLIP's retrieval layout"):
         vlprune.to_hf(vlprune.build_model(replace(vlprune.from_hf(hf_model).config, num_answers=3)))
+
+
+def test_converted_blip_evaluates_with_itm_reranking(reference, tmp_path):
+    _, _, directory = reference
+    assert main(["convert", str(directory), "--out", str(tmp_path / "ours")]) == 0
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", str(tmp_path / "ours"), "--data", "toyworld:val:8", "--rerank-k", "4",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["metrics"]["rerank_k"] == 4 and "itc_image_retrieval_recall@1" in result["metrics"]

@@ -19,7 +19,7 @@ WORDS = sorted({w for c in CAPTIONS for w in c.split()})
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
           "image_size": 32, "patch_size": 8}
 TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "max_position_embeddings": 16}
+        "max_position_embeddings": 40}
 TOL = 1e-4
 
 
