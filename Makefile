@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_VERSION := 2.13.0
+OPEN_CLIP_VERSION := 3.3.0
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test test-all lint clean
@@ -11,11 +12,14 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch first, pinned: the CPU build of 2.13.0 is on disk; a looser pin pulls several GB of CUDA wheels.
+# open_clip without its dependencies: they pull torchvision and a newer torch (its tests import it beside a
+# test-only torchvision stand-in, tests/helpers/fake_torchvision); ftfy and transformers come with [dev].
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
 	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps open-clip-torch==$(OPEN_CLIP_VERSION)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,7 +32,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts benchmarks
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -62,3 +62,12 @@ def test_bench_runs_text_guided_methods_with_a_guide(clip_config):
     model = vlprune.build_model(clip_config)
     rows = bench_image_tower(model, ["none", "trips:layers=[0],keep_ratio=0.5"], batch_sizes=(2,), warmup=0, iters=1)
     assert rows[1].method.startswith("trips") and rows[1].ideal_speedup > 1.0
+
+
+@pytest.mark.parametrize("config", ["clip_config", "fusion_config"])
+def test_text_guided_methods_bench_with_a_text_guide(config, request):
+    model = vlprune.build_model(request.getfixturevalue(config))
+    specs = ["none", "trips:layers=[0],keep_ratio=0.5", "elip:stages=[1,1],keep=[0.5],mode=cheap"]
+    rows = bench_image_tower(model, specs, batch_sizes=(2,), warmup=0, iters=1)
+    assert [r.method for r in rows] == specs and all(r.images_per_s > 0 for r in rows)
+    assert all(r.ideal_speedup > 1 for r in rows[1:])

@@ -1,4 +1,4 @@
-"""``vlprune`` command line: train | eval | info | demo.
+"""``vlprune`` command line: train | eval | info | bench | convert | demo.
 
 User errors (bad values, missing files, checkpoints that do not fit) print one line ``vlprune: error: ...``
 and exit with status 2; nothing prints a PyTorch traceback for a mistake the user can fix (set
@@ -141,6 +141,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from vlprune.models.convert.directory import convert_directory
+
+    fmt, model = convert_directory(args.src, args.out, args.to, args.open_clip_model, args.max_length)
+    cfg = model.config
+    print(f"converted {args.src} ({fmt}) -> {args.out} ({args.to}): kind={cfg.kind} params={model.num_params():,} "
+          f"vision {cfg.vision.num_layers}x{cfg.vision.width} @ {cfg.vision.image_size}px, "
+          f"text {cfg.text.num_layers}x{cfg.text.width}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vlprune.demo import run_demo
 
@@ -215,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", help="write rows as .csv or .json")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("convert", help="convert a checkpoint directory: transformers CLIP/BLIP, open_clip <-> vlprune",
+                       description="Convert a checkpoint directory. The source format is recognised from its files: "
+                       "transformers save_pretrained output (CLIPModel, BlipForImageTextRetrieval), open_clip's "
+                       "local-dir layout (open_clip_config.json + open_clip_model.safetensors) or a vlprune "
+                       "checkpoint. Weights are read and written as safetensors only. Structurally pruned models "
+                       "export zero-padded to stock shapes (same outputs, no savings outside vlprune).")
+    p.add_argument("src", help="source checkpoint directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--to", default="vlprune", choices=["vlprune", "hf", "open_clip"], help="output format")
+    p.add_argument("--open-clip-model", help="open_clip model name whose tokenizer to use (default: open_clip's "
+                   "SimpleTokenizer, the CLIP BPE)")
+    p.add_argument("--max-length", type=int, help="tokenizer padding length (default: the model's, at most 77)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="evaluate the bundled models on the toy world and write a report")
     p.add_argument("--out", default="runs/demo")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 1
+RESIZE_MODES = ("shortest", "squash")
+CROP_OFFSETS = ("floor", "round")
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,8 @@ class VisionConfig(TowerConfig):
     patch_bias: bool = True
     image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    resize: str = "shortest"   # preprocessing: "shortest" edge + centre crop (CLIP) or "squash" to a square (BLIP)
+    crop_offset: str = "floor"  # centre-crop offset: "floor" (HF image processors) or "round" (torchvision, open_clip)
 
     def __post_init__(self) -> None:
         self._validate_tower()
@@ -124,6 +128,8 @@ class VisionConfig(TowerConfig):
                      value, f"{self.channels} numbers (one per channel)")
             object.__setattr__(self, name, tuple(float(v) for v in value))
         _require(all(v > 0 for v in self.image_std), owner, "image_std", self.image_std, "positive numbers")
+        _require(self.resize in RESIZE_MODES, owner, "resize", self.resize, f"one of {RESIZE_MODES}")
+        _require(self.crop_offset in CROP_OFFSETS, owner, "crop_offset", self.crop_offset, f"one of {CROP_OFFSETS}")
 
     @property
     def num_patches(self) -> int:
@@ -136,6 +142,9 @@ class TextConfig(TowerConfig):
     (bidirectional, pooled at [CLS], post-LN, embedding LayerNorm).
 
     ``cross_attention_layers`` lists the layers that also attend to image tokens (fusion layers).
+    ``fusion_from_embeddings`` (BLIP): the unimodal encoder runs every layer without cross-attention, and the
+    multimodal encoder runs every layer again, from the token embeddings, with it (every layer is then a fusion
+    layer). Off (ALBEF): the fusion layers continue from the unimodal encoder's output.
     """
 
     flavour: str = "clip"
@@ -145,6 +154,7 @@ class TextConfig(TowerConfig):
     eot_token_id: int | None = None
     cross_attention_layers: tuple[int, ...] = ()
     encoder_width: int | None = None
+    fusion_from_embeddings: bool = False
 
     def __post_init__(self) -> None:
         self._validate_tower()
@@ -169,11 +179,21 @@ class TextConfig(TowerConfig):
                      "empty for flavour='clip' (cross-attention needs the BERT-style encoder)")
             _require(_is_int(self.encoder_width) and self.encoder_width > 0, owner, "encoder_width",
                      self.encoder_width, "the vision width (a positive int) when cross_attention_layers is set")
+        _require(isinstance(self.fusion_from_embeddings, bool), owner, "fusion_from_embeddings",
+                 self.fusion_from_embeddings, "true or false")
+        if self.fusion_from_embeddings:
+            _require(cross == tuple(range(self.num_layers)), owner, "cross_attention_layers", cross,
+                     f"every layer (0..{self.num_layers - 1}) when fusion_from_embeddings is set")
 
     @property
     def fusion_start(self) -> int:
         """First fusion layer (ALBEF split): layers before it are the text-only encoder."""
         return self.cross_attention_layers[0] if self.cross_attention_layers else self.num_layers
+
+    @property
+    def unimodal_layers(self) -> int:
+        """Layers of the unimodal text pass: all of them (BLIP, CLIP) or those before the first fusion layer."""
+        return self.num_layers if self.fusion_from_embeddings else self.fusion_start
 
 
 _KINDS = ("clip", "fusion")
@@ -193,6 +213,7 @@ class ModelConfig:
     embed_dim: int = 128
     init_logit_scale: float = 2.6592  # log(1/0.07), as CLIP
     num_answers: int = 0              # VQA classifier size (fusion only; 0 = no VQA head)
+    proj_bias: bool = False           # image/text projections with a bias (BLIP)
     name: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -207,6 +228,7 @@ class ModelConfig:
                  and math.isfinite(self.init_logit_scale), owner, "init_logit_scale", self.init_logit_scale,
                  "a finite number")
         _require(isinstance(self.name, str), owner, "name", self.name, "a string")
+        _require(isinstance(self.proj_bias, bool), owner, "proj_bias", self.proj_bias, "true or false")
         _require(_is_int(self.num_answers) and self.num_answers >= 0, owner, "num_answers",
                  self.num_answers, "an int >= 0")
         _require(self.format_version == FORMAT_VERSION, owner, "format_version", self.format_version,

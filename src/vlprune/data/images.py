@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlprune.config import CROP_OFFSETS, RESIZE_MODES, VisionConfig
+
 PIL_DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_HINT = "re-export it as PNG/JPEG or pass --skip-bad"
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
 _INT16_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-_RESIZE_MODES = ("shortest", "squash")
 
 
 class ImageLoadError(ValueError):
@@ -160,15 +161,23 @@ class Preprocess:
     """CLIP image preprocessing matching HF ``CLIPImageProcessor`` (PIL bicubic resize, centre crop, normalise).
 
     ``resize="shortest"`` scales the shortest edge to ``image_size`` (long edge truncated as HF does) then centre
-    crops; ``resize="squash"`` resizes straight to ``image_size`` x ``image_size``. Inputs: a PIL image (any
-    mode), a uint8 array (H, W) or (H, W, 3), or a float array in [0, 1]. Resampling is skipped when the size
-    already matches, so images at the target size pass through bit-exactly.
+    crops; ``resize="squash"`` resizes straight to ``image_size`` x ``image_size`` (BLIP). The crop offset is
+    ``floor((size - crop) / 2)`` (HF image processors) or, with ``crop_offset="round"``, Python's ``round`` of
+    it (torchvision's ``CenterCrop``, which open_clip uses); they differ by one pixel when the excess is odd.
+    Inputs: a PIL image (any mode), a uint8 array (H, W) or (H, W, 3), or a float array in [0, 1]. Resampling is
+    skipped when the size already matches, so images at the target size pass through bit-exactly.
     """
 
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize: str = "shortest"
+    crop_offset: str = "floor"
+
+    @classmethod
+    def for_vision(cls, vision: VisionConfig) -> Preprocess:
+        """The preprocessing a model's vision config asks for."""
+        return cls(vision.image_size, vision.image_mean, vision.image_std, vision.resize, vision.crop_offset)
 
     def __post_init__(self):
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
@@ -179,8 +188,10 @@ class Preprocess:
                 raise ValueError(f"{name} must be 3 finite floats, got {values!r}")
         if not all(v > 0 for v in self.std):
             raise ValueError(f"std must be > 0 in every channel, got {self.std!r}")
-        if self.resize not in _RESIZE_MODES:
-            raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {self.resize!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.crop_offset not in CROP_OFFSETS:
+            raise ValueError(f"crop_offset must be one of {CROP_OFFSETS}, got {self.crop_offset!r}")
 
     def _as_array(self, image: Image.Image | np.ndarray) -> np.ndarray:
         if isinstance(image, Image.Image):
@@ -210,6 +221,9 @@ class Preprocess:
             return size, int(size * height / width)
         return int(size * width / height), size
 
+    def _offset(self, excess: int) -> int:
+        return excess // 2 if self.crop_offset == "floor" else int(round(excess / 2.0))
+
     def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
         """Preprocess one image into a normalised float32 tensor (3, image_size, image_size)."""
         arr = self._as_array(image)
@@ -220,7 +234,7 @@ class Preprocess:
         if target != (width, height):
             arr = _resize_channels(arr, target)
         size = self.image_size
-        top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+        top, left = self._offset(arr.shape[0] - size), self._offset(arr.shape[1] - size)
         arr = arr[top:top + size, left:left + size]
         if arr.dtype == np.uint8:
             arr = (arr.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)

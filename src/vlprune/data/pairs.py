@@ -16,7 +16,7 @@ from vlprune.tokenizer import WordTokenizer
 
 def to_pixels(images: Sequence[np.ndarray], vision: VisionConfig) -> torch.Tensor:
     """Images (uint8 arrays or PIL) -> normalised float (B, 3, H, W) with the model's preprocessing."""
-    return Preprocess(vision.image_size, vision.image_mean, vision.image_std).batch(images)
+    return Preprocess.for_vision(vision).batch(images)
 
 
 @dataclass

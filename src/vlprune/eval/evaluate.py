@@ -70,12 +70,14 @@ def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) ->
 @torch.no_grad()
 def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch_size: int,
                  with_guides: bool = False) -> _Texts:
+    """Normalised text embeddings, the text tokens fusion layers start from (fusion models; else the unimodal
+    output), attention masks and (``with_guides``) each text's guide for text-guided token reduction."""
     embs, tokens, masks, guides = [], [], [], []
     for idx in _chunks(len(texts), batch_size, "texts"):
         ids, mask = tokenizer([texts[i] for i in idx])
         state = model.text(ids, mask)
         embs.append(model.text_embedding(state, ids, mask, normalize=True))
-        tokens.append(state.x)
+        tokens.append((model.fusion_input(ids, mask, state) if isinstance(model, FusionModel) else state).x)
         masks.append(mask)
         if with_guides:
             guides.append(model.guide_from_text(state, ids, mask))

@@ -58,8 +58,8 @@ def vision_macs(cfg: VisionConfig, embed_dim: int, schedule: Schedule | None = N
 
 
 def text_macs(cfg: TextConfig, embed_dim: int, length: int) -> int:
-    """Per text of ``length`` tokens: the unimodal layers (before the first fusion layer) and projection."""
-    return sum(layer_macs(cfg, i, length, length) for i in range(cfg.fusion_start)) + cfg.width * embed_dim
+    """Per text of ``length`` tokens: the unimodal layers (``cfg.unimodal_layers``) and projection."""
+    return sum(layer_macs(cfg, i, length, length) for i in range(cfg.unimodal_layers)) + cfg.width * embed_dim
 
 
 def fusion_macs(cfg: TextConfig, length: int, image_tokens: int) -> int:

@@ -31,8 +31,8 @@ class DualTowerModel(nn.Module):
         self.config = config
         self.visual = VisionTransformer(config.vision)
         self.text = TextTransformer(config.text)
-        self.visual_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
-        self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=False)
+        self.visual_proj = nn.Linear(config.vision.width, config.embed_dim, bias=config.proj_bias)
+        self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=config.proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         self.reduction = None  # the token-reduction config ``vlprune.apply`` installed, if any
 

@@ -38,8 +38,17 @@ class FusionModel(DualTowerModel):
                              f"{self.config.vision.width}")
         return state.x[:, 0].detach()
 
+    def fusion_input(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     text_state: TokenState | None = None) -> TokenState:
+        """The text tokens the fusion layers start from: the unimodal output ``text_state`` (computed when not
+        given), or the token embeddings for BLIP-style models (``text.fusion_from_embeddings``)."""
+        if self.config.text.fusion_from_embeddings:
+            return self.text.embed(input_ids, attention_mask)
+        return self.text(input_ids, attention_mask) if text_state is None else text_state
+
     def fuse(self, text_state: TokenState, image_state: TokenState) -> TokenState:
-        """Run the fusion layers: text tokens attend to themselves and, by cross-attention, to image tokens."""
+        """Run the fusion layers on ``fusion_input`` tokens: they attend to themselves and, by cross-attention,
+        to image tokens."""
         ctx = self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask)
         state = TokenState(x=text_state.x, mask=text_state.mask)
         return self.text.run(state, ctx, self.config.text.fusion_start, None, use_cross=True)
@@ -50,7 +59,8 @@ class FusionModel(DualTowerModel):
         [CLS] guides text-guided token reduction in the image tower, when one is applied."""
         text = self.text(input_ids, attention_mask)
         guide = self.guide_from_text(text) if self.reduction is not None else None
-        return self.fuse(text, self.visual(pixel_values, guide=guide)).x[:, 0]
+        fused = self.fuse(self.fusion_input(input_ids, attention_mask, text), self.visual(pixel_values, guide=guide))
+        return fused.x[:, 0]
 
     def itm_logits(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ from vlprune.config import ConfigError, ModelConfig
 from vlprune.models.clip import CLIP
 from vlprune.models.fusion import FusionModel
 from vlprune.registry import bundled_dir, list_models, model_config
-from vlprune.tokenizer import WordTokenizer
+from vlprune.tokenizer_adapters import Tokenizer, load_any
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 Model = CLIP | FusionModel
@@ -37,7 +37,7 @@ def create_model(name: str) -> Model:
     return build_model(model_config(name))
 
 
-def save(model: Model, directory: str | Path, tokenizer: WordTokenizer | None = None) -> Path:
+def save(model: Model, directory: str | Path, tokenizer: Tokenizer | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (and ``tokenizer.json`` when given) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -114,9 +114,9 @@ def _short(items: list[str], limit: int = 8) -> str:
     return "[" + ", ".join(items[:limit]) + "]" + more
 
 
-def load_tokenizer(name_or_dir: str | Path) -> WordTokenizer:
-    """The tokenizer saved beside a checkpoint."""
+def load_tokenizer(name_or_dir: str | Path) -> Tokenizer:
+    """The tokenizer saved beside a checkpoint: word-level, or a converted checkpoint's own (HF / open_clip)."""
     path = resolve(name_or_dir) / TOKENIZER_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: this checkpoint was saved without a tokenizer")
-    return WordTokenizer.load(path)
+    return load_any(path)

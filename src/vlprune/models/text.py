@@ -74,7 +74,7 @@ class TextTransformer(nn.Module):
         return input_ids.argmax(dim=1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TokenState:
-        """Text-only pass over all layers before the first fusion layer; returns final tokens."""
+        """Text-only pass over the unimodal layers (``cfg.unimodal_layers``); returns final tokens."""
         state = self.embed(input_ids, attention_mask)
-        state = self.run(state, self.context(), 0, self.cfg.fusion_start, use_cross=False)
+        state = self.run(state, self.context(), 0, self.cfg.unimodal_layers, use_cross=False)
         return replace(state, x=self.norm(state.x))

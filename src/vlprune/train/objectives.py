@@ -75,7 +75,8 @@ class Objective:
         if "vqa" in self.tasks:
             if model.vqa_head is None:
                 raise ValueError("task 'vqa' needs a model with a VQA head (config num_answers > 0)")
-            logits = model.vqa_head(model.fuse(question, image_state).x[:, 0])
+            fusion_question = model.fusion_input(batch["question_ids"], batch["question_mask"], question)
+            logits = model.vqa_head(model.fuse(fusion_question, image_state).x[:, 0])
             out["vqa"] = F.cross_entropy(logits, batch["answer"])
             out["vqa_acc"] = (logits.argmax(-1) == batch["answer"]).float().mean().detach()
         if {"itc", "itm"} & set(self.tasks):
@@ -84,10 +85,11 @@ class Objective:
                           else itc_loss(image_emb, text_emb, model.logit_scale))
             out["temperature"] = (1.0 / model.logit_scale.exp()).detach()
         if "itm" in self.tasks:
-            out["itm"] = self._itm(model, image_state, text_state, image_emb, text_emb, mask, ctx.generator)
+            fusion_text = model.fusion_input(ids, mask, text_state)
+            out["itm"] = self._itm(model, image_state, fusion_text, image_emb, text_emb, mask, ctx.generator)
         if "mlm" in self.tasks:
             masked, labels = mask_tokens(ids, mask, model.config.text.vocab_size, ctx.generator)
-            fused = model.fuse(model.text(masked, mask), image_state)
+            fused = model.fuse(model.fusion_input(masked, mask), image_state)
             logits = model.mlm_head(fused.x)
             # sum / count (not the mean): a micro-batch where no token was chosen gives 0, not NaN
             chosen = (labels != -100).sum().clamp(min=1)
@@ -110,7 +112,8 @@ class Objective:
 
     @staticmethod
     def _itm(model: FusionModel, image_state, text_state, image_emb, text_emb, mask, generator) -> torch.Tensor:
-        """ITM over positives, (image, hard negative text) and (hard negative image, text) pairs."""
+        """ITM over positives, (image, hard negative text) and (hard negative image, text) pairs; ``text_state``
+        is the fusion input (``model.fusion_input``)."""
         sim = image_emb @ text_emb.T
         neg_text = sample_hard_negatives(sim, generator)
         neg_image = sample_hard_negatives(sim.T, generator)
