@@ -153,17 +153,17 @@ def training_cost_table(args) -> list[dict]:
                          "ideal_speedup": base_cost["train_gflops_per_pair"] / cost["train_gflops_per_pair"],
                          "measured_speedup": base_cost["sec_per_step"] / cost["sec_per_step"]})
             print(f"[train-cost] {arch} {label}: {cost}", flush=True)
-        budget = base_cost["peak_mem_mb"]
+        budget = base_cost["activation_mb"]
         fits = args.train_batch
         for size in range(args.train_batch + 16, 4 * args.train_batch + 1, 16):
             bigger = collate([pairs[i] for i in range(size)])
             cost = training_step_cost(model, ELIPConfig(), bigger, Objective(tasks), warmup=1, iters=1)
-            if budget is None or cost["peak_mem_mb"] is None or cost["peak_mem_mb"] > budget:
+            if cost["activation_mb"] > budget:
                 break
             fits = size
-        rows.append({"arch": arch, "method": "ELIP+ (largest batch within the base's peak memory)",
+        rows.append({"arch": arch, "method": "ELIP+ (largest batch within the base's activation memory)",
                      "knob": "batch search in steps of 16", "tasks": ",".join(tasks), "batch": fits,
-                     "peak_mem_mb": budget})
+                     "activation_mb": budget})
     return rows
 
 
@@ -179,7 +179,8 @@ def short_training_table(args) -> list[dict]:
         spec = config.spec() if config is not None else "none"
         started = time.perf_counter()
         final = train("toy-clip", out, {"itc": 1.0}, TrainConfig(steps=args.train_steps, batch_size=32, lr=2e-4,
-                                                                warmup_steps=10, ckpt_every=args.train_steps,
+                                                                warmup_steps=min(10, args.train_steps),
+                                                                ckpt_every=args.train_steps,
                                                                 log_every=10),
                       init_from="toy-clip", method=spec, twins=True)
         seconds = time.perf_counter() - started

@@ -97,9 +97,11 @@ def render(payload: dict) -> str:
     if payload.get("train-cost"):
         lines += ["## Training cost (ELIP's pre-training setting): one forward+backward step", "",
                   "Training GFLOPs per pair = 3 × the gradient-carrying forward + 1 × no-grad passes (ELIP's guide "
-                  "pass). Peak memory: growth of the process's peak RSS during the step (CPU).", "",
+                  "pass). Activation memory: tensors autograd saves for the backward pass (each storage once; "
+                  "`vlprune.eval.train_cost.saved_activation_mb`) — what token reduction shrinks; weights, gradients "
+                  "and optimizer state are the same for every method.", "",
                   *_table(["arch", "method", "knob", "tasks", "batch", "train_gflops_per_pair", "sec_per_step",
-                           "pairs_per_s", "peak_mem_mb", "ideal_speedup", "measured_speedup"],
+                           "pairs_per_s", "activation_mb", "ideal_speedup", "measured_speedup"],
                           payload["train-cost"]), ""]
     if payload.get("short-train"):
         steps = payload["short-train"][0]["steps"]

@@ -7,7 +7,7 @@ import vlprune
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.flops import model_gflops
-from vlprune.eval.train_cost import training_gflops_per_pair, training_step_cost
+from vlprune.eval.train_cost import saved_activation_mb, training_gflops_per_pair, training_step_cost
 from vlprune.reduce import ELIPConfig, EViTConfig
 from vlprune.train.objectives import Objective
 
@@ -33,6 +33,20 @@ def test_step_cost_measures_without_changing_weights(clip_model, tokenizer):
     cost = training_step_cost(clip_model, ELIPConfig(stages=(1, 1), keep=(0.5,)), batch, Objective({"itc": 1.0}),
                               warmup=0, iters=1)
     assert cost["sec_per_step"] > 0 and cost["pairs"] == 8 and cost["train_gflops_per_pair"] > 0
+    base = training_step_cost(clip_model, None, batch, Objective({"itc": 1.0}), warmup=0, iters=1)
+    assert 0 < cost["activation_mb"] < base["activation_mb"]  # fewer tokens after the stage start
     assert all(torch.equal(before[k], v) for k, v in clip_model.state_dict().items())
     assert clip_model.reduction is None and all(p.grad is None for p in clip_model.parameters())
     vlprune.apply(clip_model, None)
+
+
+def test_saved_activations_count_each_storage_once_and_scale_with_batch():
+    weight = torch.randn(64, 64, requires_grad=True)
+
+    def loss_of(batch: int):
+        return lambda: (torch.randn(batch, 64) @ weight).tanh().sum()
+
+    _, small = saved_activation_mb(loss_of(100))
+    _, large = saved_activation_mb(loss_of(200))
+    assert large > small > 0
+    assert small == pytest.approx(2 * 100 * 64 * 4 / 2**20)  # the input (for the weight grad) and tanh output

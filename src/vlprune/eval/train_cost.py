@@ -29,11 +29,28 @@ def training_gflops_per_pair(model, method: ReduceConfig | None, text_length: in
     return 3.0 * sum(graded.values()) + no_grad
 
 
+def saved_activation_mb(loss_fn) -> tuple[torch.Tensor, float]:
+    """Run ``loss_fn()`` and return its loss with the megabytes of tensors autograd saved for the backward pass
+    (each storage counted once): the activation memory a training step holds at its peak besides weights,
+    gradients and optimizer state. Deterministic, unlike the allocator's or the OS's view of memory on CPU."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = loss_fn()
+    return loss, sum(storages.values()) / 2**20
+
+
 def training_step_cost(model, method: ReduceConfig | None, batch: dict[str, torch.Tensor], objective: Objective,
                        warmup: int = 1, iters: int = 3) -> dict[str, float | None]:
-    """Median seconds of one forward+backward step on ``batch`` with ``method`` applied, the peak memory growth
-    during it (CUDA allocator / Linux peak RSS, as ``vlprune bench``) and the analytic training GFLOPs per pair.
-    The model's weights are not changed (gradients are computed and dropped)."""
+    """Median seconds of one forward+backward step on ``batch`` with ``method`` applied, the activation memory
+    saved for backward (``saved_activation_mb``), the process's peak memory growth during the timed steps (CUDA
+    allocator / Linux peak RSS, as ``vlprune bench``; on CPU often 0 after warm-up, as freed memory is reused)
+    and the analytic training GFLOPs per pair. The model's weights are not changed (gradients are dropped)."""
     apply(model, method)
     model.train()
     device = next(model.parameters()).device
@@ -46,10 +63,14 @@ def training_step_cost(model, method: ReduceConfig | None, batch: dict[str, torc
 
     try:
         seconds, peak = measure(step, warmup, iters, device)
+        model.zero_grad(set_to_none=True)
+        loss, activations = saved_activation_mb(lambda: objective(model, batch, ctx)["loss"])
+        del loss
     finally:
         model.zero_grad(set_to_none=True)
         apply(model, None)
         model.eval()
     pairs = batch["pixel_values"].shape[0]
-    return {"sec_per_step": seconds, "peak_mem_mb": peak, "pairs": pairs, "pairs_per_s": pairs / seconds,
+    return {"sec_per_step": seconds, "activation_mb": activations, "peak_mem_mb": peak, "pairs": pairs,
+            "pairs_per_s": pairs / seconds,
             "train_gflops_per_pair": training_gflops_per_pair(model, method, batch["input_ids"].shape[1])}
