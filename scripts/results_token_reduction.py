@@ -178,11 +178,9 @@ def short_training_table(args) -> list[dict]:
         out = runs / label.split(" ")[0].lower()
         spec = config.spec() if config is not None else "none"
         started = time.perf_counter()
-        final = train("toy-clip", out, {"itc": 1.0}, TrainConfig(steps=args.train_steps, batch_size=32, lr=2e-4,
-                                                                warmup_steps=min(10, args.train_steps),
-                                                                ckpt_every=args.train_steps,
-                                                                log_every=10),
-                      init_from="toy-clip", method=spec, twins=True)
+        schedule = TrainConfig(steps=args.train_steps, batch_size=64 // (args.twins + 1), lr=2e-4,
+                               warmup_steps=min(10, args.train_steps), ckpt_every=args.train_steps, log_every=10)
+        final = train("toy-clip", out, {"itc": 1.0}, schedule, init_from="toy-clip", method=spec, twins=args.twins)
         seconds = time.perf_counter() - started
         model, tokenizer = vlprune.load(final), vlprune.load_tokenizer("toy-clip")
         unpruned = _evaluate(model, tokenizer, "retrieval", args.count)
@@ -213,6 +211,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--train-iters", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the short training run per method")
+    parser.add_argument("--twins", type=int, default=7, help="hard-negative twins per scene in the short training")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sections", nargs="+", default=["inference", "ablation", "speed", "train-cost",
                                                           "short-train"])

@@ -217,10 +217,20 @@ def test_twin_changes_one_attribute_of_one_mentioned_object_and_is_a_true_negati
 
 def test_twin_pairs_sit_side_by_side_in_the_batch(tokenizer):
     world = ToyWorld("train", image_size=32, size=8)
-    pairs = ToyPairs(world, twins=True)
+    pairs = ToyPairs(world, twins=1)
     scene_item, twin_item = pairs[5]
     assert scene_item["caption"] == world.scene(5).caption and twin_item["caption"] == world.twin(5).caption
     assert scene_item["image"].tobytes() == world.image(5).tobytes()
     assert twin_item["image"].tobytes() != scene_item["image"].tobytes()
     batch = Collate(tokenizer, tiny_vision())([pairs[i] for i in (5, 2)])
     assert batch["index"].tolist() == [5, 5, 2, 2] and batch["pixel_values"].shape[0] == 4
+
+
+def test_family_holds_distinct_twins_of_one_scene(tokenizer):
+    world = ToyWorld("train", image_size=32, size=50)
+    for index in range(50):
+        family = world.family(index, 7)
+        assert family[0] == world.scene(index) and len({s.caption for s in family}) == 8
+        assert all(not s.described_by(family[0].mentions) for s in family[1:])
+    batch = Collate(tokenizer, tiny_vision())([ToyPairs(world, twins=3)[i] for i in (4, 9)])
+    assert batch["index"].tolist() == [4] * 4 + [9] * 4

@@ -181,9 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="checkpoint (dir or bundled name) to initialise weights from")
     p.add_argument("--init-parts", default="", help="comma list of top-level parts to copy, e.g. visual,visual_proj")
     p.add_argument("--train-size", type=int, help="number of training scenes (default: the whole split)")
-    p.add_argument("--twins", action="store_true",
-                   help="pair every scene with a hard-negative twin (one attribute of one mentioned object "
-                        "changed); a batch of B scenes then holds 2B pairs")
+    p.add_argument("--twins", type=int, default=0, metavar="T",
+                   help="put T hard-negative twins beside every scene (one attribute of one mentioned object "
+                        "changed); a batch of B scenes then holds B(T+1) pairs")
     p.add_argument("--momentum-queue", type=int, default=0,
                    help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
     p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")

@@ -23,20 +23,20 @@ def to_pixels(images: Sequence[np.ndarray], vision: VisionConfig) -> torch.Tenso
 class ToyPairs:
     """Image, caption, question and answer of each scene of a toy-world split.
 
-    With ``twins`` an item is a list: the scene and its hard-negative twin (``ToyWorld.twin``), which
-    ``Collate`` puts side by side in the batch, so a batch of B items holds 2B pairs.
+    With ``twins`` = T > 0 an item is a list: the scene and T hard-negative twins (``ToyWorld.family``), which
+    ``Collate`` puts side by side in the batch, so a batch of B items holds B (T + 1) pairs.
     """
 
     world: ToyWorld
-    twins: bool = False
+    twins: int = 0
 
     def __len__(self) -> int:
         return len(self.world)
 
     def __getitem__(self, index: int) -> dict | list[dict]:
-        scene = self.world.scene(index)
-        item = _item(index, scene, self.world.image_size)
-        return [item, _item(index, self.world.twin(index), self.world.image_size)] if self.twins else item
+        if self.twins:
+            return [_item(index, scene, self.world.image_size) for scene in self.world.family(index, self.twins)]
+        return _item(index, self.world.scene(index), self.world.image_size)
 
 
 def _item(index: int, scene: Scene, image_size: int) -> dict:

@@ -138,13 +138,14 @@ class ToyWorld:
         """The scene rendered as (H, W, 3) uint8."""
         return render(self.scene(index), self.image_size)
 
-    def twin(self, index: int) -> Scene:
+    def twin(self, index: int, variant: int = 0) -> Scene:
         """A hard negative of ``scene(index)``: one mentioned object differs in one attribute (colour, shape,
         size or cell), the caption says so, the background and noise are the same, and neither caption
-        describes the other scene. Training on scene + twin teaches what in-batch negatives rarely test
-        (NegCLIP-style hard negatives, built from the generator's knowledge instead of text edits)."""
+        describes the other scene. ``variant`` draws another one. Training on a scene with its twins teaches
+        what in-batch negatives rarely test (NegCLIP-style hard negatives, built from the generator's
+        knowledge instead of text edits)."""
         scene = self.scene(index)
-        rng = _rng(SPLIT_SEEDS[self.split], index, self.seed + 7919)
+        rng = _rng(SPLIT_SEEDS[self.split], index, self.seed + 7919 * (variant + 1))
         for _ in range(32):
             k = int(rng.integers(len(scene.mentions)))
             changed = _alter(scene.mentions[k].obj, scene.objects, rng)
@@ -156,6 +157,21 @@ class ToyWorld:
             if not twin.described_by(scene.mentions) and not scene.described_by(mentions):
                 return twin
         raise RuntimeError(f"no twin found for scene {index} of split {self.split!r}")  # pragma: no cover
+
+    def family(self, index: int, twins: int) -> list[Scene]:
+        """``scene(index)`` and ``twins`` of its twins with pairwise different captions: a group of hard
+        negatives for one batch (colour alone cannot tell most of them apart, which stops the easy feature
+        from suppressing the others — feature suppression in contrastive learning)."""
+        family, captions, variant = [self.scene(index)], {self.scene(index).caption}, 0
+        while len(family) <= twins:
+            twin = self.twin(index, variant)
+            variant += 1
+            if twin.caption not in captions:
+                family.append(twin)
+                captions.add(twin.caption)
+            if variant > 64 * (twins + 1):
+                raise RuntimeError(f"scene {index} has fewer than {twins} distinct twins")  # pragma: no cover
+        return family
 
     def classification(self, index: int) -> tuple[np.ndarray, int]:
         """Zero-shot split: a single-object image and its class index into ``class_names()``."""

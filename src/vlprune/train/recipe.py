@@ -50,13 +50,13 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
-          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: bool = False) -> Path:
+          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0) -> Path:
     """Train on the toy world's train split; returns the directory of the saved final model.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
     ``method`` (e.g. ``elip``, ``tome:r=4``) trains with token reduction on; the saved model holds only the
     weights (as ELIP's downstream models, it evaluates unpruned unless a method is applied again).
-    ``twins`` pairs every scene with its hard-negative twin (``ToyWorld.twin``).
+    ``twins`` puts that many hard-negative twins beside every scene (``ToyWorld.family``).
     """
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
