@@ -28,7 +28,7 @@ from vlprune.eval.bench import bench_image_tower
 from vlprune.eval.evaluate import evaluate
 from vlprune.eval.train_cost import training_step_cost
 from vlprune.reduce import ELIPConfig, ReduceConfig
-from vlprune.reduce.budget import MATCHABLE, at_budget, vision_gflops_of
+from vlprune.reduce.budget import MATCHABLE, VARIANTS, at_budget, vision_gflops_of
 from vlprune.registry import model_config
 from vlprune.train.objectives import Objective
 from vlprune.train.recipe import train
@@ -36,16 +36,6 @@ from vlprune.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Inference variants, each solved to the cut. ELIP in "cheap" mode: its faithful mode runs every stage twice and
-# costs more than the base model at inference (it is a pre-training method); λ=1 is ELIP without the text.
-VARIANTS: dict[str, Callable[[vlprune.ModelConfig, float], ReduceConfig]] = {
-    "ELIP λ=0.8 (text-guided)": lambda cfg, cut: at_budget("elip", cfg, cut, mode="cheap", lam=0.8),
-    "ELIP λ=1 (vision only)": lambda cfg, cut: at_budget("elip", cfg, cut, mode="cheap", lam=1.0),
-    "TRIPS (text-guided)": lambda cfg, cut: at_budget("trips", cfg, cut),
-    "EViT": lambda cfg, cut: at_budget("evit", cfg, cut),
-    "ToMe": lambda cfg, cut: at_budget("tome", cfg, cut),
-    "random": lambda cfg, cut: at_budget("random", cfg, cut),
-}
 TRAIN_METHODS: dict[str, Callable[[vlprune.ModelConfig], ReduceConfig | None]] = {
     "base": lambda cfg: None,
     "ELIP (paper: faithful, keep 0.9/0.65/0.4, λ=0.8)": lambda cfg: ELIPConfig(),

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from vlprune.reduce.budget import VARIANTS
 from vlprune.registry import bundled_dir
 
 pytestmark = pytest.mark.skipif(not (bundled_dir("toy-clip") and bundled_dir("toy-fusion")),
@@ -14,15 +15,18 @@ pytestmark = pytest.mark.skipif(not (bundled_dir("toy-clip") and bundled_dir("to
 def test_demo_writes_table_results_and_report(tmp_path, capsys):
     from vlprune.demo import run_demo
 
-    rows = run_demo(tmp_path, count=24)
+    rows = run_demo(tmp_path, count=24, method_count=12)
     printed = capsys.readouterr().out
-    assert [(r["model"], r["task"]) for r in rows] == [("toy-clip", "retrieval"), ("toy-clip", "zeroshot"),
-                                                        ("toy-fusion", "retrieval"), ("toy-fusion", "vqa")]
-    assert "vision_gflops" in printed.splitlines()[0]
+    assert [(r["model"], r["task"]) for r in rows[:4]] == [("toy-clip", "retrieval"), ("toy-clip", "zeroshot"),
+                                                            ("toy-fusion", "retrieval"), ("toy-fusion", "vqa")]
+    assert [r["method"] for r in rows[4:]][:1] == ["base"] and len(rows) == 4 + 1 + len(VARIANTS)
+    base_gflops = rows[4]["vision_gflops"]
+    assert all(abs(r["vision_gflops"] / base_gflops - 0.7) < 0.02 for r in rows[5:])  # matched at a 30 % cut
+    assert "vision_gflops" in printed.splitlines()[0] and "speedup measured / ideal" in printed
     results = json.loads((tmp_path / "results.json").read_text())
-    assert 0.0 <= results[0]["metrics"]["image_retrieval_recall@1"] <= 1.0
-    assert results[3]["metrics"]["questions"] == 24
+    assert 0.0 <= results["base"][0]["metrics"]["image_retrieval_recall@1"] <= 1.0
+    assert results["base"][3]["metrics"]["questions"] == 24
     page = (tmp_path / "report.html").read_text()
-    assert "<table>" in page and page.count("<tr>") == 5
+    assert page.count("<table>") == 2 and page.count("<tr>") == 5 + 1 + 1 + len(VARIANTS)
     images = re.findall(r'src="([^"]+)"', page)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)

@@ -1,6 +1,7 @@
 """``vlprune demo``: evaluate the bundled models on the toy world, print one table, write JSON and HTML.
 
-Later methods (token reduction, SmartTrim, MoPE) add their rows to the same table.
+Base models first, then every token method at a matched 30 % cut of image-tower GFLOPs (measured speed in the
+same process). SmartTrim and MoPE-CLIP rows join when their trimmed / pruned checkpoints are shipped.
 """
 
 from __future__ import annotations
@@ -11,16 +12,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from vlprune.data.pairs import to_pixels
 from vlprune.data.toyworld import ToyWorld
+from vlprune.eval.bench import bench_image_tower
 from vlprune.eval.evaluate import evaluate
 from vlprune.models.io import load, load_tokenizer
+from vlprune.reduce.base import apply as vlprune_apply
+from vlprune.reduce.budget import MATCHABLE, VARIANTS
 from vlprune.report.html import figure_to_data_uri, table_html, write_report
+from vlprune.report.tokens import keep_map_figure, keep_maps
 
 COLUMNS = ["model", "method", "task", "score", "vision_gflops", "params", "seconds"]
+METHOD_COLUMNS = ["method", "knob", "vision_gflops", "params", "img/s (batch 32)", "speedup measured / ideal",
+                  "toy-clip IR@1 / TR@1", "toy-fusion VQA acc"]
 JOBS = (("toy-clip", "retrieval"), ("toy-clip", "zeroshot"), ("toy-fusion", "retrieval"), ("toy-fusion", "vqa"))
 SCORE_KEYS = {"retrieval": ("image_retrieval_recall@1", "text_retrieval_recall@1"), "zeroshot": ("acc1",),
               "vqa": ("vqa_accuracy",)}
+CUT = 0.3  # every token method at 30 % fewer image-tower GFLOPs than the base
+GUIDED_K = 4  # text-guided methods re-encode each query's top-k in retrieval
 
 
 def _score(task: str, metrics: dict) -> str:
@@ -50,7 +61,53 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + [line]
 
 
-def run_demo(out: Path, count: int = 1000) -> list[dict]:
+def _print_table(columns: list[str], rows: list[dict]) -> None:
+    widths = [max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(_cell(r[c]).ljust(w) for c, w in zip(columns, widths)))
+
+
+def method_rows(models: dict, count: int, bench_iters: int = 3) -> tuple[list[dict], list[dict], dict]:
+    """Base and every token method at ``CUT``: GFLOPs, measured img/s and speedup at batch 32 (same process),
+    toy-clip retrieval R@1 and toy-fusion VQA accuracy; plus token-keep maps of the toy-clip image tower."""
+    clip, clip_tok = models["toy-clip"]
+    fusion, fusion_tok = models["toy-fusion"]
+    settings = [("base", None)] + [(label, make(clip.config, CUT)) for label, make in VARIANTS.items()]
+    speed = {row.method: row for row in bench_image_tower(clip, [c.spec() if c else "none" for _, c in settings],
+                                                           batch_sizes=(32,), warmup=1, iters=bench_iters)}
+    world = ToyWorld("val", image_size=clip.config.vision.image_size)
+    images = [world.image(i) for i in range(6)]
+    pixels = to_pixels(images, clip.config.vision)
+    guide = clip.text_guide(*clip_tok([world.scene(i).caption for i in range(6)]))
+    rows, results, maps = [], [], {}
+    for label, config in tqdm(settings, desc="methods", unit="method"):
+        vlprune_apply(clip, config)
+        vlprune_apply(fusion, config)
+        retrieval = evaluate(clip, clip_tok, "retrieval", f"toyworld:val:{count}",
+                             rerank_k=GUIDED_K if config is not None and config.text_guided else 0)
+        vqa = evaluate(fusion, fusion_tok, "vqa", f"toyworld:val:{count}")
+        bench = speed[config.spec() if config else "none"]
+        if config is not None:
+            maps[label] = keep_maps(clip, pixels, guide=guide)
+        results += [retrieval, vqa]
+        m = retrieval["metrics"]
+        recall = f"{m['image_retrieval_recall@1']:.3f} / {m['text_retrieval_recall@1']:.3f}"
+        rows.append({"method": label, "knob": MATCHABLE[config.method](config) if config else "—",
+                     "vision_gflops": retrieval["costs"]["vision_gflops"], "params": retrieval["costs"]["params"],
+                     "img/s (batch 32)": bench.images_per_s,
+                     "speedup measured / ideal": f"{bench.measured_speedup:.2f} / {bench.ideal_speedup:.2f}",
+                     "toy-clip IR@1 / TR@1": recall,
+                     "toy-fusion VQA acc": vqa["metrics"]["vqa_accuracy"]})
+    vlprune_apply(clip, None)
+    vlprune_apply(fusion, None)
+    figure = keep_map_figure(images, maps, [world.scene(i).caption for i in range(6)])
+    return rows, results, {"keep_maps": figure}
+
+
+def run_demo(out: Path, count: int = 1000, method_count: int = 500) -> list[dict]:
+    """Evaluate the bundled models (``count`` pairs / questions), then every token method at a 30 % cut
+    (``method_count`` pairs / questions each); print the tables, write results.json and report.html."""
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], []
     models = {name: (load(name), load_tokenizer(name)) for name in dict.fromkeys(name for name, _ in JOBS)}
@@ -63,18 +120,24 @@ def run_demo(out: Path, count: int = 1000) -> list[dict]:
         rows.append({"model": name, "method": "base", "task": task, "score": _score(task, result["metrics"]),
                      "vision_gflops": result["costs"]["vision_gflops"], "params": result["costs"]["params"],
                      "seconds": time.perf_counter() - start})
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    widths = [max(len(c), *(len(_cell(r[c])) for r in rows)) for c in COLUMNS]
-    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
-    for r in rows:
-        print("  ".join(_cell(r[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
-    sections = [("Results", table_html(COLUMNS, rows)),
+    _print_table(COLUMNS, rows)
+    methods, method_results, figures = method_rows(models, method_count)
+    print(f"\nToken methods at {CUT:.0%} fewer image-tower GFLOPs ({method_count} pairs / questions, "
+          f"{torch.get_num_threads()} threads):")
+    _print_table(METHOD_COLUMNS, methods)
+    (out / "results.json").write_text(json.dumps({"base": results, "methods": methods,
+                                                  "method_results": method_results}, indent=2) + "\n")
+    sections = [("Bundled models", table_html(COLUMNS, rows)),
+                (f"Token methods at a {CUT:.0%} image-tower GFLOPs cut", table_html(METHOD_COLUMNS, methods)),
+                ("Token-keep maps (toy-clip, last reduction step; tinted = merged into the token of that colour)",
+                 f'<img alt="keep maps" src="{figure_to_data_uri(figures["keep_maps"])}">'),
                 ("Toy-world validation samples", f'<img alt="samples" src="{figure_to_data_uri(_sample_figure())}">'),
                 ("Setup", f"<p>torch threads: {torch.get_num_threads()}; GFLOPs are analytic (2 x MACs, "
-                          f"attention matmuls included); {np.__name__} {np.__version__}.</p>")]
+                          f"attention matmuls included); speedups measured against the base in the same process; "
+                          f"{np.__name__} {np.__version__}.</p>")]
     report = write_report(out / "report.html", "vlprune demo", sections)
     print(f"wrote {out / 'results.json'} and {report}")
-    return rows
+    return rows + methods
 
 
 def _cell(value: object) -> str:

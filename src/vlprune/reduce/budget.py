@@ -71,3 +71,16 @@ MATCHABLE: dict[str, Callable[[ReduceConfig], str]] = {
     "tome": lambda c: f"r={c.r}" if isinstance(c.r, int) else "r=" + "/".join(map(str, c.r)),
 }
 """Methods ``at_budget`` can match, with how to print the knob it chose."""
+
+
+VARIANTS: dict[str, Callable[[ModelConfig, float], ReduceConfig]] = {
+    "ELIP λ=0.8 (text-guided)": lambda cfg, cut: at_budget("elip", cfg, cut, mode="cheap", lam=0.8),
+    "ELIP λ=1 (vision only)": lambda cfg, cut: at_budget("elip", cfg, cut, mode="cheap", lam=1.0),
+    "TRIPS (text-guided)": lambda cfg, cut: at_budget("trips", cfg, cut),
+    "EViT": lambda cfg, cut: at_budget("evit", cfg, cut),
+    "ToMe": lambda cfg, cut: at_budget("tome", cfg, cut),
+    "random": lambda cfg, cut: at_budget("random", cfg, cut),
+}
+"""The inference comparison set, each solved to a cut. ELIP in its cheap mode: the faithful mode runs every
+stage twice and costs more than the base model at inference (it is a pre-training method); λ=1 is ELIP without
+the text."""
