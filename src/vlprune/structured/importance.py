@@ -279,4 +279,4 @@ def every_other_layer_table(model: Model, tower: str, groups: int = 8) -> CostTa
     n = len(blocks(model, tower))
     order = list(range(1, n, 2)) + list(range(n - 1 - (n - 1) % 2, -1, -2))
     rank = {layer: position for position, layer in enumerate(order)}
-    return _table("every-other-layer", tower, groups, model, ("layer",), lambda m: float(-rank[m.layer]))
+    return _table("every-other-layer", tower, groups, model, ("layer",), lambda m: float(rank[m.layer]))

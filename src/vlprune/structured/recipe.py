@@ -22,6 +22,7 @@ from typing import Any
 from vlprune.config import ConfigError
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
+from vlprune.eval.evaluate import evaluate_retrieval
 from vlprune.eval.flops import model_gflops
 from vlprune.models.io import Model
 from vlprune.structured.budget import depth_plan, target_count, tower_params, width_plan
@@ -173,7 +174,7 @@ class _Run:
 
     def table(self, tower: str, kinds: tuple[str, ...]) -> CostTable:
         table = score_table(self.cfg.method, self.student, tower, kinds, self.cfg, self.val, self.grad)
-        table.info["step"] = f"{'width' if 'head' in kinds else 'depth'}, on {sizes(self.student)['params']:,} params"
+        table.info.update(step="width" if "head" in kinds else "depth", model_params=self.student.num_params())
         self.result.tables.append(table)
         return table
 
@@ -196,6 +197,16 @@ class _Run:
         metrics = distil(self.student, self.teacher, self.train_data, self.collate, train,
                          self.out_dir / f"distil-{step}", cfg.towers, cfg.weights, self.progress)
         self.log(f"distil-{step}", train_metrics=metrics)
+
+
+def heldout_retrieval(tokenizer: WordTokenizer, pairs: int) -> Callable[[Model], dict]:
+    """``evaluate`` for ``run_recipe``: retrieval on the first ``pairs`` pairs of the toy world's test split."""
+    def evaluate(model: Model) -> dict:
+        world = ToyWorld("test", image_size=model.config.vision.image_size)
+        metrics = evaluate_retrieval(model.eval(), tokenizer, world, pairs)
+        return {k: v for k, v in metrics.items() if "recall" in k and not k.startswith("semantic")}
+
+    return evaluate
 
 
 def run_recipe(model: Model, tokenizer: WordTokenizer, cfg: PruneConfig, out_dir: str | Path,
