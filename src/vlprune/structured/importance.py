@@ -193,26 +193,35 @@ def _fast(model: Model, tower: str, todo: list[Module], batches: list[Batch], me
     return scores
 
 
-def mope_table(model: Model, tower: str, batches: list[Batch], kinds: tuple[str, ...] = KINDS, groups: int = 8,
-               metric: str = "mean_recall", fast: bool = True) -> CostTable:
-    """MoPE (eq. 1) of every module of ``kinds`` in ``tower``, on the held-out pairs ``batches``.
-
-    Modules are shared over ``torchrun`` ranks (round-robin) and the scores summed, so every rank gets the table.
-    """
+def mope_scores(model: Model, tower: str, todo: list[Module], batches: list[Batch], metric: str = "mean_recall",
+                groups: int = 8, fast: bool = True) -> tuple[dict[Module, float], float]:
+    """MoPE (eq. 1) of each module in ``todo`` (all of one tower) and Z of the full model."""
     tower_config(model.config, tower)
     if not batches:
         raise ValueError("MoPE needs held-out image-text pairs (got no batches)")
+    if any(m.tower != tower for m in todo):
+        raise ValueError(f"every module must be in the {tower} tower")
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
     with torch.no_grad():
         z_full = recall_score(encode(model, "vision", batches), encode(model, "text", batches), metric)
+    try:
+        return (_fast if fast else _naive)(model, tower, todo, batches, metric, groups, z_full), z_full
+    finally:
+        model.train(was_training)
+
+
+def mope_table(model: Model, tower: str, batches: list[Batch], kinds: tuple[str, ...] = KINDS, groups: int = 8,
+               metric: str = "mean_recall", fast: bool = True) -> CostTable:
+    """MoPE of every module of ``kinds`` in ``tower``, on the held-out pairs ``batches``.
+
+    Modules are shared over ``torchrun`` ranks (round-robin) and the scores summed, so every rank gets the table.
+    """
+    start = time.perf_counter()
     listed = modules(model, tower, kinds, groups)
-    mine = listed[D.rank()::D.world_size()]
-    found = (_fast if fast else _naive)(model, tower, mine, batches, metric, groups, z_full)
+    found, z_full = mope_scores(model, tower, listed[D.rank()::D.world_size()], batches, metric, groups, fast)
     device = next(model.parameters()).device
     values = D.all_reduce_(torch.tensor([found.get(m, 0.0) for m in listed], dtype=torch.float64, device=device))
-    model.train(was_training)
     info = {"metric": metric, "z_full": z_full, "pairs": sum(len(b["input_ids"]) for b in batches), "fast": fast,
             "seconds": time.perf_counter() - start, "ranks": D.world_size()}
     return _from_scores("mope", tower, groups, model, kinds, dict(zip(listed, values.tolist())), info)
