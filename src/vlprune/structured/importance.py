@@ -164,33 +164,39 @@ def _pair(tower: str, mine: torch.Tensor, theirs: torch.Tensor) -> tuple[torch.T
 
 
 @torch.no_grad()
-def _naive(model: Model, tower: str, todo: list[Module], batches: list[Batch], metric: str, groups: int,
-           z_full: float) -> dict[Module, float]:
-    """Every module: both towers re-run from the input."""
-    scores = {}
+def _naive(model: Model, tower: str, todo: list[Module], batches: list[Batch], metric: str, groups: int
+           ) -> tuple[dict[Module, float], float]:
+    """Every module (and the full model): both towers re-run from the input."""
+    def z() -> float:
+        return recall_score(encode(model, "vision", batches), encode(model, "text", batches), metric)
+
+    z_full, scores = z(), {}
     for module in todo:
         with masked(model, removal_plan(model, module, groups)):
-            scores[module] = z_full - recall_score(encode(model, "vision", batches), encode(model, "text", batches),
-                                                   metric)
-    return scores
+            scores[module] = z_full - z()
+    return scores, z_full
 
 
 @torch.no_grad()
-def _fast(model: Model, tower: str, todo: list[Module], batches: list[Batch], metric: str, groups: int,
-          z_full: float) -> dict[Module, float]:
-    """Modules of layer l: re-run only blocks l.. of ``tower`` from the cached input of layer l."""
+def _fast(model: Model, tower: str, todo: list[Module], batches: list[Batch], metric: str, groups: int
+          ) -> tuple[dict[Module, float], float]:
+    """The other tower once; modules of layer l re-run only blocks l.. of ``tower`` from the cached layer input."""
     theirs = encode(model, other(tower), batches)
     parts: list[Partial] = [begin(model, tower, b) for b in batches]
-    scores = {}
+
+    def z(layer: int) -> float:
+        mine = torch.cat([finish(model, tower, run(model, tower, p, layer), b) for p, b in zip(parts, batches)])
+        return recall_score(*_pair(tower, mine, theirs), metric)
+
+    z_full, scores = z(0), {}
     last = max((m.layer for m in todo), default=-1)
     for layer in range(last + 1):
         for module in (m for m in todo if m.layer == layer):
             with masked(model, removal_plan(model, module, groups)):
-                mine = torch.cat([finish(model, tower, run(model, tower, p, layer), b) for p, b in zip(parts, batches)])
-            scores[module] = z_full - recall_score(*_pair(tower, mine, theirs), metric)
+                scores[module] = z_full - z(layer)
         if layer < last:
             parts = [run(model, tower, p, layer, layer + 1) for p in parts]
-    return scores
+    return scores, z_full
 
 
 def mope_scores(model: Model, tower: str, todo: list[Module], batches: list[Batch], metric: str = "mean_recall",
@@ -203,10 +209,8 @@ def mope_scores(model: Model, tower: str, todo: list[Module], batches: list[Batc
         raise ValueError(f"every module must be in the {tower} tower")
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        z_full = recall_score(encode(model, "vision", batches), encode(model, "text", batches), metric)
     try:
-        return (_fast if fast else _naive)(model, tower, todo, batches, metric, groups, z_full), z_full
+        return (_fast if fast else _naive)(model, tower, todo, batches, metric, groups)
     finally:
         model.train(was_training)
 

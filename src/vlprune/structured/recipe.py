@@ -153,8 +153,9 @@ class _Run:
     """State of one recipe run: the student, the teacher, data, the log."""
 
     def __init__(self, model: Model, tokenizer: WordTokenizer, cfg: PruneConfig, out_dir: Path,
-                 evaluate: Callable[[Model], dict] | None, progress: bool):
+                 evaluate: Callable[[Model], dict] | None, progress: bool, cache: dict | None):
         self.cfg, self.out_dir, self.evaluate, self.progress = cfg, out_dir, evaluate, progress
+        self.cache = cache
         self.teacher = copy.deepcopy(model).eval()
         self.student = copy.deepcopy(model).eval()
         size = model.config.vision.image_size
@@ -173,7 +174,16 @@ class _Run:
         self.result.steps.append(entry)
 
     def table(self, tower: str, kinds: tuple[str, ...]) -> CostTable:
-        table = score_table(self.cfg.method, self.student, tower, kinds, self.cfg, self.val, self.grad)
+        """Score the current student; tables of the (rewired) original model are shared through ``cache``."""
+        cfg = self.cfg
+        key = (cfg.method, tower, kinds, cfg.groups, cfg.metric, cfg.val_pairs, cfg.grad_pairs, cfg.fast, cfg.seed)
+        on_original = len(self.result.steps) == 1
+        if self.cache is not None and on_original and key in self.cache:
+            table = copy.deepcopy(self.cache[key])
+        else:
+            table = score_table(cfg.method, self.student, tower, kinds, cfg, self.val, self.grad)
+            if self.cache is not None and on_original:
+                self.cache[key] = copy.deepcopy(table)
         table.info.update(step="width" if "head" in kinds else "depth", model_params=self.student.num_params())
         self.result.tables.append(table)
         return table
@@ -210,10 +220,12 @@ def heldout_retrieval(tokenizer: WordTokenizer, pairs: int) -> Callable[[Model],
 
 
 def run_recipe(model: Model, tokenizer: WordTokenizer, cfg: PruneConfig, out_dir: str | Path,
-               evaluate: Callable[[Model], dict] | None = None, progress: bool = True) -> PruneResult:
+               evaluate: Callable[[Model], dict] | None = None, progress: bool = True,
+               cache: dict | None = None) -> PruneResult:
     """Prune ``model`` (left unchanged) to ``cfg.target_params`` of each pruned tower; ``evaluate(model)`` is
-    logged after every step. Distillation checkpoints go under ``out_dir``."""
-    run = _Run(model, tokenizer, cfg, Path(out_dir), evaluate, progress)
+    logged after every step. Distillation checkpoints go under ``out_dir``. ``cache`` (a dict the caller keeps)
+    shares the cost tables of the original model between runs on the same model at other budgets."""
+    run = _Run(model, tokenizer, cfg, Path(out_dir), evaluate, progress, cache)
     targets = {t: target_count(model, t, cfg.target_params) for t in cfg.towers}
     run.log("base", evaluate=False)
     for tower in cfg.towers:
