@@ -89,3 +89,19 @@ def test_cli_prune_help_lists_the_methods(capsys):
         main(["prune", "--help"])
     text = capsys.readouterr().out
     assert all(name in text for name in ("mope", "magnitude", "taylor", "every-other-layer", "random", "pretrain"))
+
+
+def test_cache_shares_the_original_model_tables_between_budgets(model, tokenizer, tmp_path, monkeypatch):
+    import vlprune.structured.recipe as recipe
+
+    calls = []
+    real = recipe.score_table
+    monkeypatch.setattr(recipe, "score_table", lambda *a: calls.append(a[2:4]) or real(*a))
+    cache: dict = {}
+    first = run_recipe(model, tokenizer, PruneConfig(target_params=0.6, **SMALL), tmp_path / "a", progress=False,
+                       cache=cache)
+    second = run_recipe(model, tokenizer, PruneConfig(target_params=0.3, **SMALL), tmp_path / "b", progress=False,
+                        cache=cache)
+    assert second.tables[0].heads == first.tables[0].heads
+    assert calls.count(("vision", ("head", "group"))) == 1  # the width table of the original model: once
+    assert calls.count(("vision", ("layer",))) == 1         # the depth table of the width-pruned model: not cached
