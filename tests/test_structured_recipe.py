@@ -73,6 +73,8 @@ def test_cli_prune_writes_a_loadable_smaller_model(model, tokenizer, tmp_path, c
     assert report["config"]["method"] == "taylor" and "eval" in report["steps"][-1]
     assert sorted(p.name for p in (out / "cost_tables").iterdir()) == ["0-vision-width.json"]
     assert "saved" in capsys.readouterr().out
+    assert main(["prune", "--model", str(source), "--out", str(out)]) == 2
+    assert "already holds a pruning run" in capsys.readouterr().err
 
 
 def test_cli_prune_reports_impossible_targets_in_one_line(model, tokenizer, tmp_path, capsys):

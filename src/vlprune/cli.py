@@ -82,10 +82,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
                          val_pairs=args.val_pairs, grad_pairs=args.grad_pairs, distill_steps=args.distill_steps,
                          distill_batch=args.distill_batch, lr=args.lr, weights=(args.alpha, args.beta, args.gamma),
                          fast=not args.naive, seed=args.seed)
+    out = Path(args.out)
+    if any(out.glob("distil-*")) or (out / "prune.json").exists():
+        raise ValueError(f"--out {out} already holds a pruning run; choose a new --out directory")
     init_distributed("gloo")
     model, tokenizer = load(args.model), load_tokenizer(args.model)
     evaluate = heldout_retrieval(tokenizer, args.eval_pairs) if args.eval_pairs else None
-    out = Path(args.out)
     result = run_recipe(model, tokenizer, config, out, evaluate)
     if rank() == 0:
         save(result.model, out / "model", tokenizer)
