@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--distill-steps", type=int, default=30, help="steps per distillation")
     parser.add_argument("--distill-batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-3, help="distillation LR (toy-clip was trained at 1e-3)")
     parser.add_argument("--speed-pairs", type=int, default=50, help="toy-clip pairs for the fast-MoPE benchmark")
     parser.add_argument("--speed-modules", type=int, default=12)
     parser.add_argument("--wide-pairs", type=int, default=8, help="pairs for the width-768 benchmark model")
