@@ -72,3 +72,9 @@ def test_unreachable_targets_name_the_smallest_reachable(model):
 def test_a_table_without_the_needed_kind_says_so(model):
     with pytest.raises(ValueError, match="no head scores"):
         width_plan(model, _table({"layers": [0.0] * 4}), target_count(model, "vision", 0.5))
+
+
+def test_ties_are_not_broken_by_layer_position(model):
+    flat = {"heads": [[0.0] * 4 for _ in range(4)], "neuron_groups": [[0.0] * 4 for _ in range(4)]}
+    plan = width_plan(model, _table(flat), target_count(model, "vision", 0.8))
+    assert len(plan.heads) > 1  # equal scores: the removed heads are spread over several layers, not layer 0 first

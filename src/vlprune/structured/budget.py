@@ -2,11 +2,14 @@
 
 Width: the lowest-scored heads and neuron groups are removed, ranked across all layers of the tower, the same
 fraction of each kind at every step, until the tower holds at most the target parameter count. Depth: the
-lowest-scored layers are dropped until the target is met. A target that cannot be met (nothing left to
-remove, or every layer would go) raises ``ValueError`` naming the smallest reachable size.
+lowest-scored layers are dropped until the target is met. Equal scores (common for MoPE: recall moves in steps of
+1/pairs) are ordered by a fixed pseudo-random permutation, not by layer position. A target that cannot be met
+(nothing left to remove, or every layer would go) raises ``ValueError`` naming the smallest reachable size.
 """
 
 from __future__ import annotations
+
+import torch
 
 from vlprune.models.io import Model
 from vlprune.structured.importance import CostTable, Module, modules, neuron_groups
@@ -25,6 +28,13 @@ def target_count(model: Model, tower: str, fraction: float) -> int:
         raise ValueError(f"target_params={fraction!r}: expected a fraction of the {tower} tower's parameters in "
                          "(0, 1]; 0 would prune everything")
     return int(fraction * tower_params(model, tower))
+
+
+def ranked(model: Model, table: CostTable, kind: str) -> list[Module]:
+    """Modules of ``kind``, least important first; ties in a fixed pseudo-random order (seed 0)."""
+    listed = modules(model, table.tower, (kind,), table.groups)
+    tiebreak = torch.randperm(len(listed), generator=torch.Generator().manual_seed(0)).tolist()
+    return [m for _, _, m in sorted((table.score(m), t, m) for m, t in zip(listed, tiebreak))]
 
 
 def _unit_cost(model: Model, tower: str, module: Module, groups: int) -> int:
@@ -48,14 +58,14 @@ def _too_small(tower: str, target: int, reachable: int, total: int, how: str) ->
 def width_plan(model: Model, table: CostTable, target: int) -> TowerPlan:
     """Remove the lowest-scored heads and neuron groups (equal fractions of each) until ``<= target`` params."""
     tower, groups = table.tower, table.groups
-    ranked = []
+    order = []
     for kind in ("head", "group"):
-        listed = sorted(modules(model, tower, (kind,), groups), key=table.score)
-        ranked += [((i + 1) / len(listed), kind, m) for i, m in enumerate(listed)]
+        listed = ranked(model, table, kind)
+        order += [((i + 1) / len(listed), kind, m) for i, m in enumerate(listed)]
     params = total = tower_params(model, tower)
     heads: dict[int, list[int]] = {}
     neurons: dict[int, list[int]] = {}
-    for _, _, module in sorted(ranked, key=lambda r: (r[0], r[1])):
+    for _, _, module in sorted(order, key=lambda r: (r[0], r[1])):
         if params <= target:
             break
         params -= _unit_cost(model, tower, module, groups)
@@ -74,7 +84,7 @@ def depth_plan(model: Model, table: CostTable, target: int) -> TowerPlan:
     tower = table.tower
     params = total = tower_params(model, tower)
     dropped: list[int] = []
-    for module in sorted(modules(model, tower, ("layer",), table.groups), key=table.score):
+    for module in ranked(model, table, "layer"):
         if params <= target:
             break
         dropped.append(module.layer)
