@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,10 @@ class CostTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CostTable:
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"CostTable: unknown field(s) {sorted(set(data) - known)}; known fields are "
+                             f"{sorted(known)}")
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
