@@ -1,4 +1,4 @@
-"""``vlprune`` command line: train | eval | info | bench | convert | demo.
+"""``vlprune`` command line: train | eval | prune | info | bench | convert | demo.
 
 User errors (bad values, missing files, checkpoints that do not fit) print one line ``vlprune: error: ...``
 and exit with status 2; nothing prints a PyTorch traceback for a mistake the user can fix (set
@@ -87,6 +87,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     print(text)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from vlprune.models.io import save
+    from vlprune.structured.recipe import PruneConfig, heldout_retrieval, run_recipe
+    from vlprune.train.distributed import init_distributed, rank
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = PruneConfig(method=args.method, stage=args.stage, tower=args.tower, target_params=args.target_params,
+                         keep_layers=args.keep_layers, groups=args.groups, metric=args.metric,
+                         val_pairs=args.val_pairs, grad_pairs=args.grad_pairs, distill_steps=args.distill_steps,
+                         distill_batch=args.distill_batch, lr=args.lr, weights=(args.alpha, args.beta, args.gamma),
+                         fast=not args.naive, seed=args.seed)
+    out = Path(args.out)
+    if any(out.glob("distil-*")) or (out / "prune.json").exists():
+        raise ValueError(f"--out {out} already holds a pruning run; choose a new --out directory")
+    init_distributed("gloo")
+    model, tokenizer = load(args.model), load_tokenizer(args.model)
+    evaluate = heldout_retrieval(tokenizer, args.eval_pairs) if args.eval_pairs else None
+    result = run_recipe(model, tokenizer, config, out, evaluate)
+    if rank() == 0:
+        save(result.model, out / "model", tokenizer)
+        for i, table in enumerate(result.tables):
+            table.save(out / "cost_tables" / f"{i}-{table.tower}-{table.info['step']}.json")
+        (out / "prune.json").write_text(json.dumps({"config": config.to_dict(), "steps": result.steps}, indent=1)
+                                        + "\n")
+        last = result.steps[-1]
+        print(f"saved {out / 'model'}: params {last['params']:,} (vision {last['vision_params']:,}, text "
+              f"{last['text_params']:,}), vision GFLOPs {last['vision_gflops']:.4f}")
     return 0
 
 
@@ -208,6 +239,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method config value (JSON), repeatable, e.g. --set keep_ratio=0.5 --set layers=[3,6]")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("prune", help="structured pruning (MoPE-CLIP): remove heads, FFN neuron groups and layers, "
+                       "distil, save a smaller model", description="Score modules (heads, FFN neuron groups, layers) "
+                       "with --method, remove the least important until the tower keeps --target-params of its "
+                       "parameters, and distil from the unpruned model. --stage finetune: width, distil, then depth, "
+                       "distil; --stage pretrain: width and depth at once, then distil. Writes OUT/model (a vlprune "
+                       "checkpoint), OUT/prune.json (plans, sizes, metrics per step) and OUT/cost_tables/*.json. "
+                       "Runs under torchrun too (MoPE modules and distillation batches are shared over ranks).")
+    p.add_argument("--model", default="toy-clip", help="bundled model name or checkpoint directory (kind='clip')")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--method", default="mope", choices=["mope", "magnitude", "taylor", "random", "every-other-layer"],
+                   help="module ranking; every-other-layer prunes depth only")
+    p.add_argument("--stage", default="finetune", choices=["finetune", "pretrain"])
+    p.add_argument("--tower", default="vision", choices=["vision", "text", "both"])
+    p.add_argument("--target-params", type=float, default=0.5, help="fraction of each pruned tower's params to keep")
+    p.add_argument("--keep-layers", type=float, help="fraction of layers the depth step keeps (default: 1.0 for "
+                   "targets >= 0.5, else 0.75)")
+    p.add_argument("--groups", type=int, default=8, help="FFN neuron groups per layer (MoPE's N)")
+    p.add_argument("--metric", default="mean_recall", choices=["mean_recall", "tr", "ir"],
+                   help="MoPE's Z on the val split: mean R@1,5,10 of both directions, image->text or text->image")
+    p.add_argument("--val-pairs", type=int, default=200, help="val pairs for MoPE's Z")
+    p.add_argument("--grad-pairs", type=int, default=128, help="train pairs for gradient scores and neuron rewiring")
+    p.add_argument("--eval-pairs", type=int, default=0, help="test pairs to evaluate after each step (0 = off)")
+    p.add_argument("--distill-steps", type=int, default=100, help="steps per distillation (0 = none)")
+    p.add_argument("--distill-batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_sim")
+    p.add_argument("--beta", type=float, default=1e3, help="weight of L_feat")
+    p.add_argument("--gamma", type=float, default=1.0, help="weight of L_hidn")
+    p.add_argument("--naive", action="store_true", help="re-run both towers for every module (slow; for checking)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("info", help="params, per-layer shapes and GFLOPs of a model")
     p.add_argument("model", help="architecture name, bundled model or checkpoint directory")

@@ -15,7 +15,9 @@ Methods never patch model code. They act only through:
   the keys (self-attention / cross-attention): ``log M`` of a soft keep mask, 0 keeps, -inf removes (SmartTrim);
 * ``TokenState.size`` — tokens that stand for several patches add ``log(size)`` to their attention
   logits (ToMe proportional attention) when ``ctx.proportional_attn`` is on;
-* ``TokenState.mask`` — boolean key mask ``(B, N)``; masked keys get no attention.
+* ``TokenState.mask`` — boolean key mask ``(B, N)``; masked keys get no attention;
+* ``Block.structure`` — a ``StructureMask`` (soft structured pruning, MoPE-CLIP): per-head and per-FFN-neuron
+  multipliers, or the whole layer skipped. A float mask with ``requires_grad`` yields Taylor importances.
 
 ``num_heads`` and ``intermediate_size`` may be 0: the sub-layer then outputs zeros and its residual
 passes through (structurally pruned models).
@@ -62,6 +64,24 @@ class ForwardContext:
     head_gates: dict[str, torch.Tensor] = field(default_factory=dict)
     head_index: dict[str, torch.Tensor] = field(default_factory=dict)  # heads to compute; others skipped
     extras: dict[str, object] = field(default_factory=dict)  # method-specific (e.g. text guidance)
+
+
+@dataclass
+class StructureMask:
+    """Soft structured pruning of one block: ``heads`` (H,) multiplies each self-attention head's output,
+    ``neurons`` (hidden,) each FFN activation (1 keeps, 0 removes); ``drop`` skips the block entirely.
+
+    A sub-layer whose mask is all zero outputs zeros, as a sub-layer with 0 heads / 0 neurons does, so a masked
+    model equals the physically pruned one (``vlprune.structured.prune``).
+    """
+
+    heads: torch.Tensor | None = None
+    neurons: torch.Tensor | None = None
+    drop: bool = False
+
+
+def _removes_all(mask: torch.Tensor | None) -> bool:
+    return mask is not None and not bool(mask.any())
 
 
 @dataclass
@@ -203,10 +223,12 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.act = _ACTIVATIONS[act]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hidden == 0:
+    def forward(self, x: torch.Tensor, neuron_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``neuron_mask`` (hidden,) multiplies the activations (``StructureMask.neurons``)."""
+        if self.hidden == 0 or _removes_all(neuron_mask):
             return torch.zeros_like(x)
-        return self.fc2(self.act(self.fc1(x)))
+        hidden = self.act(self.fc1(x))
+        return self.fc2(hidden if neuron_mask is None else hidden * neuron_mask)
 
 
 PreHook = Callable[["Block", TokenState, ForwardContext], TokenState]
@@ -232,6 +254,7 @@ class Block(nn.Module):
                                         bias=cfg.qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, cfg.intermediate_size[layer], cfg.act)
+        self.structure: StructureMask | None = None
         self.pre_hook: PreHook | None = None
         self.mid_hook: MidHook | None = None
         self.wants_cls_attn = False
@@ -249,15 +272,21 @@ class Block(nn.Module):
     def forward(self, state: TokenState, ctx: ForwardContext, use_cross: bool = True,
                 run_hooks: bool = True) -> TokenState:
         """``run_hooks=False`` runs the plain layer (a method's own extra pass, e.g. ELIP's faithful mode)."""
+        structure = self.structure or StructureMask()
+        if structure.drop:
+            return state
         if self.pre_hook is not None and run_hooks:
             state = self.pre_hook(self, state, ctx)
         bias = self_attention_bias(state, ctx)
         attn_out: list[AttentionOutput] = []
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
-            result = self.attn(h, bias=bias, causal=ctx.causal, head_gate=ctx.head_gates.get(self.key),
-                               want_cls_attn=self.wants_cls_attn and run_hooks, want_keys=self.wants_keys and run_hooks,
-                               heads=ctx.head_index.get(self.key))
+            if _removes_all(structure.heads):
+                result = AttentionOutput(out=torch.zeros_like(h))
+            else:
+                result = self.attn(h, bias=bias, causal=ctx.causal, head_gate=self._head_gate(ctx, structure),
+                                   want_cls_attn=self.wants_cls_attn and run_hooks,
+                                   want_keys=self.wants_keys and run_hooks, heads=ctx.head_index.get(self.key))
             attn_out.append(result)
             return result.out
 
@@ -275,4 +304,11 @@ class Block(nn.Module):
                                        heads=ctx.head_index.get(key)).out
 
             state = replace(state, x=self._residual(state.x, self.norm_cross, cross_attention))
-        return replace(state, x=self._residual(state.x, self.norm2, self.mlp))
+        return replace(state, x=self._residual(state.x, self.norm2, lambda h: self.mlp(h, structure.neurons)))
+
+    def _head_gate(self, ctx: ForwardContext, structure: StructureMask) -> torch.Tensor | None:
+        """The per-sample gate of ``ctx.head_gates`` times the structural head mask (either may be absent)."""
+        gate = ctx.head_gates.get(self.key)
+        if structure.heads is None:
+            return gate
+        return structure.heads[None] if gate is None else gate * structure.heads[None]

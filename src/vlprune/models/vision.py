@@ -52,9 +52,10 @@ class VisionTransformer(nn.Module):
         grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
         return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
 
-    def forward(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None,
-                guide: torch.Tensor | None = None) -> TokenState:
-        """``guide`` (B, width): the text feature that text-guided methods (ELIP, TRIPS) select patches with."""
+    def begin(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None,
+              guide: torch.Tensor | None = None) -> tuple[TokenState, ForwardContext]:
+        """Everything before the first block: embedded tokens and the context the blocks share.
+        ``guide`` (B, width): the text feature that text-guided methods (ELIP, TRIPS) select patches with."""
         ctx = ForwardContext(proportional_attn=self.proportional_attn) if ctx is None else ctx
         if guide is not None:
             if guide.shape != (pixel_values.shape[0], self.cfg.width):
@@ -66,6 +67,16 @@ class VisionTransformer(nn.Module):
         if self.trace_source:
             b, n, _ = state.x.shape
             state.source = torch.eye(n, device=state.x.device, dtype=state.x.dtype).expand(b, n, n)
-        for block in self.blocks:
+        return state, ctx
+
+    def run(self, state: TokenState, ctx: ForwardContext, start: int = 0, end: int | None = None) -> TokenState:
+        """Run blocks ``start:end`` (without the final norm)."""
+        for block in self.blocks[start:end]:
             state = block(state, ctx)
+        return state
+
+    def forward(self, pixel_values: torch.Tensor, ctx: ForwardContext | None = None,
+                guide: torch.Tensor | None = None) -> TokenState:
+        """Final ``TokenState``; see ``begin`` for ``guide``."""
+        state = self.run(*self.begin(pixel_values, ctx, guide))
         return replace(state, x=self.norm(state.x))
