@@ -5,6 +5,7 @@ Re-render without re-measuring:
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,42 +20,64 @@ def _table(columns: list[str], rows: list[dict]) -> list[str]:
             + ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows])
 
 
-def _compare(rows: list[dict], model: str, task_prefix: str, metric: str, better: str, worse: str) -> list[str]:
-    """Per cut: ``better`` minus ``worse`` on ``metric``; the verdict counts the cuts where it is > 0."""
+def _verdict(diffs: list[float], margins: list[float]) -> str:
+    """Per cut: a win or loss only beyond two standard errors of the difference; else a tie."""
+    wins = sum(d > m for d, m in zip(diffs, margins))
+    losses = sum(d < -m for d, m in zip(diffs, margins))
+    if wins == len(diffs):
+        return "reproduced"
+    if losses and not wins:
+        return "not reproduced (worse)"
+    if not wins and not losses:
+        return "within noise (no difference beyond 2 SE)"
+    return f"mixed ({wins} better, {losses} worse, {len(diffs) - wins - losses} within noise)"
+
+
+def _margin(a: float, b: float, n: int) -> float:
+    """Two standard errors of the difference of two accuracies measured on ``n`` items each."""
+    return 2 * math.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / n)
+
+
+def _compare(rows: list[dict], model: str, task_prefix: str, metric: str, better: str, worse: str,
+             n: int) -> list[str]:
+    """Per cut: ``better`` minus ``worse`` on ``metric``, judged against 2 SE on ``n`` items."""
     picked = [r for r in rows if r["model"] == model and r["task"].startswith(task_prefix) and metric in r]
-    out, wins, total = [], 0, 0
+    out, diffs, margins = [], [], []
     for cut in sorted({r["target_cut"] for r in picked if r["target_cut"] > 0}):
         a = next((r for r in picked if r["method"] == better and r["target_cut"] == cut), None)
         b = next((r for r in picked if r["method"] == worse and r["target_cut"] == cut), None)
         if a is None or b is None:
             continue
-        diff = a[metric] - b[metric]
-        wins, total = wins + (diff > 0), total + 1
-        out.append(f"{cut:.0%}: {a[metric]:.3f} vs {b[metric]:.3f} ({diff:+.3f})")
-    if not total:
+        diffs.append(a[metric] - b[metric])
+        margins.append(_margin(a[metric], b[metric], n))
+        out.append(f"{cut:.0%}: {a[metric]:.3f} vs {b[metric]:.3f} ({diffs[-1]:+.3f} ± {margins[-1]:.3f})")
+    if not diffs:
         return []
-    verdict = "reproduced" if wins == total else "not reproduced" if wins == 0 else f"mixed ({wins}/{total} cuts)"
-    return [f"- {model} {task_prefix} {metric}: {better} vs {worse} — " + "; ".join(out) + f" → **{verdict}**"]
+    return [f"- {model} {task_prefix} {metric}: {better} vs {worse} — " + "; ".join(out)
+            + f" → **{_verdict(diffs, margins)}**"]
 
 
 def claims(payload: dict) -> list[str]:
     rows = payload.get("inference", [])
+    settings = payload.get("settings", {})
+    pairs_n, vqa_n = settings.get("count", 1000), settings.get("vqa_count", 1000)
     lines = []
     pairs = [("ELIP λ=0.8 (text-guided)", "ELIP λ=1 (vision only)"), ("TRIPS (text-guided)", "EViT"),
              ("ELIP λ=0.8 (text-guided)", "ToMe"), ("ELIP λ=0.8 (text-guided)", "EViT"),
              ("EViT", "random"), ("ToMe", "random")]
     for better, worse in pairs:
-        lines += _compare(rows, "toy-fusion", "vqa", "vqa_accuracy", better, worse)
+        lines += _compare(rows, "toy-fusion", "vqa", "vqa_accuracy", better, worse, vqa_n)
         for metric in ("IR@1", "TR@1"):
-            lines += _compare(rows, "toy-clip", "retrieval", metric, better, worse)
+            lines += _compare(rows, "toy-clip", "retrieval", metric, better, worse, pairs_n)
     ablation = payload.get("ablation", [])
     for model, metric in (("toy-fusion", "vqa_accuracy"), ("toy-clip", "IR@1")):
         merged = next((r for r in ablation if r["model"] == model and r["variant"] == "λ=0.8"), None)
         pruned = next((r for r in ablation if r["model"] == model and "prune-only" in r["variant"]), None)
         if merged and pruned:
             diff = merged[metric] - pruned[metric]
+            margin = _margin(merged[metric], pruned[metric], vqa_n if metric == "vqa_accuracy" else pairs_n)
             lines.append(f"- {model} {metric}: ELIP merge vs prune-only at the same keep — {merged[metric]:.3f} vs "
-                         f"{pruned[metric]:.3f} ({diff:+.3f}) → **{'reproduced' if diff > 0 else 'not reproduced'}**")
+                         f"{pruned[metric]:.3f} ({diff:+.3f} ± {margin:.3f}) → **{_verdict([diff], [margin])}**")
     speed = [r for r in payload.get("speed", []) if r["arch"] == "vit-b16-clip" and r["batch"] == 32
              and r["method"] != "none"]
     if speed:
@@ -111,7 +134,10 @@ def render(payload: dict) -> str:
                   "", *_table(["method", "knob", "steps", "train_seconds", "unpruned IR@1", "unpruned TR@1",
                                "with method IR@1", "with method TR@1", "with method vision_gflops"],
                               payload["short-train"]), ""]
-    lines += ["## The papers' claims beside our numbers", "", *(claims(payload) or ["(no inference rows yet)"]), "",
+    lines += ["## The papers' claims beside our numbers", "",
+              "A difference counts only beyond two standard errors (± shown) of the difference of two accuracies "
+              "on the number of pairs / questions evaluated.", "",
+              *(claims(payload) or ["(no inference rows yet)"]), "",
               "Not built: ELIP's text-token pruning ablation (Random / Post-hoc / Learned pruning of text tokens in "
               "the second half of the text encoder).", ""]
     return "\n".join(lines)
