@@ -1,4 +1,4 @@
-"""``vlprune`` command line: train | eval | prune | info | bench | convert | demo.
+"""``vlprune`` command line: train | eval | prune | info | bench | convert | report | demo.
 
 User errors (bad values, missing files, checkpoints that do not fit) print one line ``vlprune: error: ...``
 and exit with status 2; nothing prints a PyTorch traceback for a mistake the user can fix (set
@@ -183,6 +183,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from vlprune.report.run_report import render_run
+
+    print(f"wrote {render_run(Path(args.run_dir))}")  # a missing or foreign results.json is a user error
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vlprune.demo import run_demo
 
@@ -304,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "SimpleTokenizer, the CLIP BPE)")
     p.add_argument("--max-length", type=int, help="tokenizer padding length (default: the model's, at most 77)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html from a demo run's results.json",
+                       description="One self-contained HTML page (PNG plots embedded): the tables, accuracy vs "
+                       "GFLOPs and accuracy vs images/s Pareto fronts, token-keep maps and samples.")
+    p.add_argument("run_dir", help="a `vlprune demo --out` directory")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="evaluate the bundled models on the toy world and write a report")
     p.add_argument("--out", default="runs/demo")

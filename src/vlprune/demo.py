@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -21,12 +20,9 @@ from vlprune.eval.evaluate import evaluate
 from vlprune.models.io import load, load_tokenizer
 from vlprune.reduce.base import apply as vlprune_apply
 from vlprune.reduce.budget import MATCHABLE, VARIANTS
-from vlprune.report.html import figure_to_data_uri, table_html, write_report
+from vlprune.report.run_report import BASE_COLUMNS, KEEP_MAPS, METHOD_COLUMNS, SAMPLES, render_run
 from vlprune.report.tokens import keep_map_figure, keep_maps
 
-COLUMNS = ["model", "method", "task", "score", "vision_gflops", "params", "seconds"]
-METHOD_COLUMNS = ["method", "knob", "vision_gflops", "params", "img/s (batch 32)", "speedup measured / ideal",
-                  "toy-clip IR@1 / TR@1", "toy-fusion VQA acc"]
 JOBS = (("toy-clip", "retrieval"), ("toy-clip", "zeroshot"), ("toy-fusion", "retrieval"), ("toy-fusion", "vqa"))
 SCORE_KEYS = {"retrieval": ("image_retrieval_recall@1", "text_retrieval_recall@1"), "zeroshot": ("acc1",),
               "vqa": ("vqa_accuracy",)}
@@ -92,17 +88,15 @@ def method_rows(models: dict, count: int, bench_iters: int = 3) -> tuple[list[di
             maps[label] = keep_maps(clip, pixels, guide=guide)
         results += [retrieval, vqa]
         m = retrieval["metrics"]
-        recall = f"{m['image_retrieval_recall@1']:.3f} / {m['text_retrieval_recall@1']:.3f}"
         rows.append({"method": label, "knob": MATCHABLE[config.method](config) if config else "—",
                      "vision_gflops": retrieval["costs"]["vision_gflops"], "params": retrieval["costs"]["params"],
-                     "img/s (batch 32)": bench.images_per_s,
-                     "speedup measured / ideal": f"{bench.measured_speedup:.2f} / {bench.ideal_speedup:.2f}",
-                     "toy-clip IR@1 / TR@1": recall,
+                     "img/s": bench.images_per_s, "speedup": bench.measured_speedup,
+                     "ideal speedup": bench.ideal_speedup, "toy-clip IR@1": m["image_retrieval_recall@1"],
+                     "toy-clip TR@1": m["text_retrieval_recall@1"],
                      "toy-fusion VQA acc": vqa["metrics"]["vqa_accuracy"]})
     vlprune_apply(clip, None)
     vlprune_apply(fusion, None)
-    figure = keep_map_figure(images, maps, [world.scene(i).caption for i in range(6)])
-    return rows, results, {"keep_maps": figure}
+    return rows, results, keep_map_figure(images, maps, [world.scene(i).caption for i in range(6)])
 
 
 def run_demo(out: Path, count: int = 1000, method_count: int = 500) -> list[dict]:
@@ -120,22 +114,17 @@ def run_demo(out: Path, count: int = 1000, method_count: int = 500) -> list[dict
         rows.append({"model": name, "method": "base", "task": task, "score": _score(task, result["metrics"]),
                      "vision_gflops": result["costs"]["vision_gflops"], "params": result["costs"]["params"],
                      "seconds": time.perf_counter() - start})
-    _print_table(COLUMNS, rows)
-    methods, method_results, figures = method_rows(models, method_count)
-    print(f"\nToken methods at {CUT:.0%} fewer image-tower GFLOPs ({method_count} pairs / questions, "
-          f"{torch.get_num_threads()} threads):")
+    _print_table(BASE_COLUMNS, rows)
+    methods, method_results, keep_figure = method_rows(models, method_count)
+    print(f"\nToken methods at {CUT:.0%} fewer image-tower GFLOPs ({method_count} pairs / questions; img/s and "
+          f"speedup at batch 32, measured against the base in this process, {torch.get_num_threads()} threads):")
     _print_table(METHOD_COLUMNS, methods)
-    (out / "results.json").write_text(json.dumps({"base": results, "methods": methods,
+    keep_figure.savefig(out / KEEP_MAPS, dpi=110, bbox_inches="tight")
+    _sample_figure().savefig(out / SAMPLES, dpi=110, bbox_inches="tight")
+    (out / "results.json").write_text(json.dumps({"base_rows": rows, "methods": methods, "cut": CUT,
+                                                  "threads": torch.get_num_threads(), "base": results,
                                                   "method_results": method_results}, indent=2) + "\n")
-    sections = [("Bundled models", table_html(COLUMNS, rows)),
-                (f"Token methods at a {CUT:.0%} image-tower GFLOPs cut", table_html(METHOD_COLUMNS, methods)),
-                ("Token-keep maps (toy-clip, last reduction step; tinted = merged into the token of that colour)",
-                 f'<img alt="keep maps" src="{figure_to_data_uri(figures["keep_maps"])}">'),
-                ("Toy-world validation samples", f'<img alt="samples" src="{figure_to_data_uri(_sample_figure())}">'),
-                ("Setup", f"<p>torch threads: {torch.get_num_threads()}; GFLOPs are analytic (2 x MACs, "
-                          f"attention matmuls included); speedups measured against the base in the same process; "
-                          f"{np.__name__} {np.__version__}.</p>")]
-    report = write_report(out / "report.html", "vlprune demo", sections)
+    report = render_run(out)
     print(f"wrote {out / 'results.json'} and {report}")
     return rows + methods
 
