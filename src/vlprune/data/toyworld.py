@@ -254,8 +254,9 @@ def render(scene: Scene, image_size: int) -> np.ndarray:
     cell = image_size // GRID
     for obj in scene.objects:
         extent = int(round(cell * (0.9 if obj.size == "big" else 0.55)))
-        top = (obj.cell // GRID) * cell + (cell - extent) // 2  # centred in its cell: on a patch-aligned
-        left = (obj.cell % GRID) * cell + (cell - extent) // 2  # grid a shape is the same pixels everywhere
+        slack = cell - extent
+        top = (obj.cell // GRID) * cell + int(rng.integers(0, slack + 1))
+        left = (obj.cell % GRID) * cell + int(rng.integers(0, slack + 1))
         colour = np.clip(np.array(COLOURS[obj.colour]) + rng.integers(-20, 21, size=3), 0, 255)
         mask = _shape_mask(obj.shape, extent)
         patch = img[top:top + extent, left:left + extent]
