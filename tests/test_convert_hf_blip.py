@@ -130,4 +130,4 @@ def test_converted_blip_evaluates_with_itm_reranking(reference, tmp_path):
     assert main(["eval", "--model", str(tmp_path / "ours"), "--data", "toyworld:val:8", "--rerank-k", "4",
                  "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["metrics"]["rerank_k"] == 4 and "itc_image_retrieval_recall@1" in result["metrics"]
+    assert result["metrics"]["rerank_k"] == 4 and "first_stage_image_retrieval_recall@1" in result["metrics"]
