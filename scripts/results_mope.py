@@ -179,7 +179,8 @@ def render(p: dict) -> str:
     for v in p["verdicts"]:
         for when in ("before_distil", "after_distil"):
             e = v[when]
-            word = "yes" if e["mope_best"] else "no"
+            word = ("within noise" if abs(e["margin"]) <= e["two_se"] else "yes, beyond noise") if e["mope_best"] \
+                else ("no, within noise" if abs(e["margin"]) <= e["two_se"] else "no")
             lines.append(f"- {v['tower']} tower at {v['budget']:.2f}, {when.replace('_', ' ')} ({v['metric']}): "
                          f"**{word}** — MoPE {e['scores']['mope']:.3f}, best other "
                          f"{e['scores']['mope'] - e['margin']:.3f} (margin {e['margin']:+.3f}; two standard errors "
@@ -205,4 +206,8 @@ def render(p: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--render"]:  # re-write mope.md from mope.json without measuring again
+        source = Path(sys.argv[2])
+        source.with_suffix(".md").write_text(render(json.loads(source.read_text())))
+    else:
+        main()
