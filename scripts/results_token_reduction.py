@@ -112,11 +112,11 @@ def ablation_table(args) -> list[dict]:
 def speed_table(args) -> list[dict]:
     """One benchmark run per architecture: every variant at every cut against the base in the same process."""
     rows = []
-    for arch, batches, iters in (("toy-clip", (1, 32, 64), args.bench_iters),
-                                 ("vit-b16-clip", tuple(args.vitb_batches), args.vitb_iters)):
+    for arch, batches, iters, cuts in (("toy-clip", (1, 32, 64), args.bench_iters, args.cuts),
+                                       ("vit-b16-clip", tuple(args.vitb_batches), args.vitb_iters, args.vitb_cuts)):
         model = vlprune.load(arch) if arch == "toy-clip" else vlprune.create_model(arch)
-        specs = ["none"] + [make(model.config, cut).spec() for cut in args.cuts for make in VARIANTS.values()]
-        labels = ["base"] + [f"{label} @{cut:.0%}" for cut in args.cuts for label in VARIANTS]
+        specs = ["none"] + [make(model.config, cut).spec() for cut in cuts for make in VARIANTS.values()]
+        labels = ["base"] + [f"{label} @{cut:.0%}" for cut in cuts for label in VARIANTS]
         bench = bench_image_tower(model, specs, batch_sizes=batches, warmup=args.bench_warmup, iters=iters)
         for row in bench:
             rows.append({**asdict(row), "label": labels[specs.index(row.method)], "arch": arch})
@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--bench-iters", type=int, default=7)
     parser.add_argument("--vitb-batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--vitb-iters", type=int, default=3)
+    parser.add_argument("--vitb-cuts", type=float, nargs="+", default=[0.30], help="cuts benchmarked at ViT-B/16 size")
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--train-iters", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the short training run per method")
