@@ -98,18 +98,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
     problems = []
     if missing:
-        problems.append(f"missing keys {_short(missing)}")
+        problems.append(f"missing keys {short_list(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys {_short(unexpected)}")
+        problems.append(f"unexpected keys {short_list(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches {_short(mismatched)}")
+        problems.append(f"shape mismatches {short_list(mismatched)}")
     if problems:
         raise CheckpointError(f"{source} does not fit its config: " + "; ".join(problems) +
                               ". Was it saved from another architecture or edited by hand?")
     model.load_state_dict(state, strict=True)
 
 
-def _short(items: list[str], limit: int = 8) -> str:
+def short_list(items: list[str], limit: int = 8) -> str:
+    """``[a, b, ...] (+N more)``: the first ``limit`` items of an error message's list."""
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return "[" + ", ".join(items[:limit]) + "]" + more
 

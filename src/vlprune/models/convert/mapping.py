@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vlprune.models.io import CheckpointError
+from vlprune.models.io import CheckpointError, short_list
 
 
 class ConversionError(CheckpointError):
@@ -59,11 +59,6 @@ def packed_qkv(weight: str, bias: str | None, ours: str) -> list[Entry]:
     return entries
 
 
-def _short(keys: list[str], limit: int = 10) -> str:
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def to_ours(entries: list[Entry], state: dict[str, torch.Tensor], source: str,
             ignore: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Their state dict -> ours. Keys ending in one of ``ignore`` (non-persistent buffers that older
@@ -73,9 +68,9 @@ def to_ours(entries: list[Entry], state: dict[str, torch.Tensor], source: str,
     extra = sorted(k for k in state if k not in read and not k.endswith(ignore))
     problems = []
     if missing:
-        problems.append(f"missing keys [{_short(missing)}]")
+        problems.append(f"missing keys {short_list(missing, 10)}")
     if extra:
-        problems.append(f"unexpected keys [{_short(extra)}] (an architecture option vlprune does not support?)")
+        problems.append(f"unexpected keys {short_list(extra, 10)} (an architecture option vlprune does not support?)")
     if problems:
         raise ConversionError(f"{source}: " + "; ".join(problems))
     out: dict[str, torch.Tensor] = {}
