@@ -92,6 +92,21 @@ def floor_rows(results: list[dict]) -> list[str]:
             for name, value in reached.items()]
 
 
+def port_section() -> list[str]:
+    """The conversion's speed against transformers, from docs/results/port.json (benchmarks/port_speed.py)."""
+    source = ROOT / "docs" / "results" / "port.json"
+    if not source.exists():
+        return []
+    rows = [f"| {r['device']} | {r['threads']} | {r['batch']} | {r['images_per_s']['vlprune']:.2f} | "
+            f"{r['images_per_s']['transformers']:.2f} | {r['speedup_vs_transformers']:.2f}× | {r['note']} |"
+            for r in json.loads(source.read_text())]
+    return ["## Speed of the port (converted CLIP ViT-B/16 image tower vs transformers' CLIPVisionModel)", "",
+            "Same random weights in one process, A/B rounds alternated (`benchmarks/port_speed.py`; details in "
+            "[results/port.md](results/port.md)). Target: ≥ 1.0×.", "",
+            "| device | threads | batch | vlprune img/s | transformers img/s | ratio | conditions |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def render(payload: dict) -> str:
     ceil = payload["ceiling_val_1000"]
     lines = [
@@ -117,7 +132,7 @@ def render(payload: dict) -> str:
         "schedule and extended to the script's length mid-run (resumed from its checkpoint with the new total), "
         "so its learning-rate curve differs slightly from a clean run of the script. Attempts to lift the models "
         "to the floor (hard-negative twins, twin families, longer VQA) are described in docs/training.md.", "",
-        "## Other measured pages", "",
+        *port_section(), "## Other measured pages", "",
         *[f"- [{name}](results/{name}): {text}" + ("" if (ROOT / "docs" / "results" / name).exists()
                                                    else " — *not generated yet*")
           for name, text in PAGES.items()], "",
