@@ -30,7 +30,7 @@ def test_guided_at_keep_one_reproduces_the_unguided_ranking(clip_model, tokenize
 def test_second_stage_scores_are_the_guided_pair_scores(kind, clip_model, fusion_model, tokenizer, world):
     model = clip_model if kind == "clip" else fusion_model
     captions = [world.scene(i).caption for i in range(6)]
-    images = _image_states(model, world, 6, 6)
+    images = _image_states(model, world, 6, 6, keep_pixels=True)
     texts = _text_states(model, tokenizer, captions, 6, with_guides=True)
     vlprune.apply(model, TRIPSConfig(layers=(0,), keep_ratio=0.5))
     rows, cols = torch.tensor([0, 3, 5]), torch.tensor([2, 3, 1])

@@ -43,7 +43,7 @@ def _chunks(n: int, size: int, desc: str) -> Iterator[range]:
 
 @dataclass
 class _Images:
-    pixels: torch.Tensor  # (count, 3, H, W), kept for guided re-encoding
+    pixels: torch.Tensor | None  # (count, 3, H, W), kept only for guided re-encoding
     emb: torch.Tensor     # normalised embeddings
     tokens: torch.Tensor  # final image tokens
 
@@ -57,14 +57,16 @@ class _Texts:
 
 
 @torch.no_grad()
-def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int) -> _Images:
+def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int, keep_pixels: bool = False) -> _Images:
     pixels, embs, tokens = [], [], []
     for idx in _chunks(count, batch_size, "images"):
-        pixels.append(to_pixels([world.image(i) for i in idx], model.config.vision))
-        state = model.visual(pixels[-1])
+        batch = to_pixels([world.image(i) for i in idx], model.config.vision)
+        if keep_pixels:
+            pixels.append(batch)
+        state = model.visual(batch)
         embs.append(model.image_embedding(state, normalize=True))
         tokens.append(state.x)
-    return _Images(torch.cat(pixels), torch.cat(embs), torch.cat(tokens))
+    return _Images(torch.cat(pixels) if keep_pixels else None, torch.cat(embs), torch.cat(tokens))
 
 
 @torch.no_grad()
@@ -149,10 +151,12 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
     if guided and not rerank_k:
         raise ValueError(f"{method.method} needs the text to encode an image: retrieval with it re-scores each "
                          "query's top-k, so --rerank-k must be >= 1")
-    apply(model, None if guided else method)  # the first stage is unguided
-    images = _image_states(model, world, count, batch_size)
+    if guided:
+        apply(model, None)  # the first stage is unguided: the base model ranks
+    images = _image_states(model, world, count, batch_size, keep_pixels=guided)
     texts = _text_states(model, tokenizer, captions, batch_size, with_guides=guided)
-    apply(model, method)
+    if guided:
+        apply(model, method)
     similarity = images.emb @ texts.emb.T
     described = positives(world, count)
     truth = torch.from_numpy(described)
