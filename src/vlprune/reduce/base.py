@@ -164,11 +164,16 @@ def token_schedule(model: Any) -> list[tuple[int, int]]:
     return config.schedule(model.config.vision)
 
 
+def method_gflops(config: Any, method: ReduceConfig | None, text_length: int | None = None) -> dict[str, float]:
+    """``model_gflops`` of a model config with ``method`` (``None``: the base): its token schedule and its extra
+    passes."""
+    method = method or ReduceConfig()
+    return model_gflops(config, text_length, method.schedule(config.vision), method.extra_macs(config.vision))
+
+
 def reduced_gflops(model: Any, text_length: int | None = None) -> dict[str, float]:
-    """``model_gflops`` with the method on ``model``: its token schedule and its extra passes."""
-    config = model.reduction or ReduceConfig()
-    vision = model.config.vision
-    return model_gflops(model.config, text_length, config.schedule(vision), config.extra_macs(vision))
+    """``method_gflops`` of the method on ``model``."""
+    return method_gflops(model.config, model.reduction, text_length)
 
 
 def vision_gflops(model: Any) -> float:

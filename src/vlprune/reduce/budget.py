@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from vlprune.config import ConfigError, ModelConfig
-from vlprune.eval.flops import model_gflops
-from vlprune.reduce.base import ReduceConfig, method_config
+from vlprune.reduce.base import ReduceConfig, method_config, method_gflops
 from vlprune.reduce.elip import ELIPConfig
 from vlprune.reduce.tome import ToMeConfig
 
@@ -38,11 +37,9 @@ def _candidates(name: str, base: ReduceConfig, config: ModelConfig) -> list[Redu
 
 def vision_gflops_of(method: ReduceConfig | None, config: ModelConfig) -> float:
     """Analytic image-tower GFLOPs per image of ``config`` with ``method`` (``None``: the base model)."""
-    if method is None:
-        return model_gflops(config)["vision_gflops"]
-    method.check(config.vision)
-    return model_gflops(config, schedule=method.schedule(config.vision),
-                        extra_vision_macs=method.extra_macs(config.vision))["vision_gflops"]
+    if method is not None:
+        method.check(config.vision)
+    return method_gflops(config, method)["vision_gflops"]
 
 
 def at_budget(name: str, config: ModelConfig, cut: float, **fixed: Any) -> ReduceConfig:
