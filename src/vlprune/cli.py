@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on the toy world (single process or under torchrun)")
     p.add_argument("--model", required=True, help=f"architecture ({', '.join(list_models())}) or checkpoint dir")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model/)")
-    p.add_argument("--tasks", default="itc", help="comma list of itc,itm,mlm,vqa with optional :weight")
+    p.add_argument("--tasks", default="itc",
+                   help="comma list of itc,itm,mlm,vqa,scene with optional :weight (scene: the toy world's "
+                        "per-cell attribute supervision, see vlprune.train.scene)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
     p.add_argument("--lr", type=float, default=1e-3)

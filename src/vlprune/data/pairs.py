@@ -10,7 +10,7 @@ import torch
 
 from vlprune.config import VisionConfig
 from vlprune.data.images import Preprocess
-from vlprune.data.toyworld import ANSWERS, Scene, ToyWorld, render
+from vlprune.data.toyworld import ANSWERS, Scene, ToyWorld, cell_targets, render
 from vlprune.tokenizer import WordTokenizer
 
 
@@ -40,8 +40,10 @@ class ToyPairs:
 
 
 def _item(index: int, scene: Scene, image_size: int) -> dict:
+    image_cells, caption_cells = cell_targets(scene)
     return {"index": index, "image": render(scene, image_size), "caption": scene.caption,
-            "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type}
+            "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type,
+            "image_cells": image_cells, "caption_cells": caption_cells}
 
 
 @dataclass
@@ -58,4 +60,6 @@ class Collate:
         return {"pixel_values": to_pixels([it["image"] for it in items], self.vision),
                 "input_ids": ids, "attention_mask": mask, "question_ids": q_ids, "question_mask": q_mask,
                 "answer": torch.tensor([it["answer"] for it in items]),
-                "index": torch.tensor([it["index"] for it in items])}
+                "index": torch.tensor([it["index"] for it in items]),
+                **{key: torch.from_numpy(np.stack([it[key] for it in items]))
+                   for key in ("image_cells", "caption_cells") if key in items[0]}}

@@ -192,6 +192,29 @@ def _alter(obj: ToyObject, objects: tuple[ToyObject, ...], rng: np.random.Genera
     return replace(obj, cell=int(rng.choice([c for c in range(GRID * GRID) if c not in taken])))
 
 
+# class 0 of each attribute is "no object" (image) or "nothing said" (caption)
+# colour, shape, size codes of an object in a cell; 0 is reserved for "none"
+ATTRIBUTE_CLASSES = {"colour": len(COLOURS) + 1, "shape": len(SHAPES) + 1, "size": len(SIZES) + 1}
+
+
+def _codes(colour: str, shape: str, size: str) -> tuple[int, int, int]:
+    return list(COLOURS).index(colour) + 1, SHAPES.index(shape) + 1, SIZES.index(size) + 1
+
+
+def cell_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell targets for scene supervision (``vlprune.train.scene``), each int64 (3 attributes, cells): what
+    each cell of the image holds, and what the caption says is in each cell (a mention without a position says
+    nothing about any cell). Class 0 is "no object" / "nothing said"."""
+    image = np.zeros((3, GRID * GRID), dtype=np.int64)
+    for obj in scene.objects:
+        image[:, obj.cell] = _codes(obj.colour, obj.shape, obj.size)
+    caption = np.zeros((3, GRID * GRID), dtype=np.int64)
+    for mention in scene.mentions:
+        if mention.with_position:
+            caption[:, mention.obj.cell] = _codes(mention.obj.colour, mention.obj.shape, mention.obj.size)
+    return image, caption
+
+
 def class_names() -> list[str]:
     """Zero-shot classes: colour x shape."""
     return [f"{c} {s}" for c in COLOURS for s in SHAPES]

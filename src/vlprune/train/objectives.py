@@ -1,4 +1,5 @@
-"""Training objectives: ITC, ITM with hard negatives, MLM and VQA classification (ALBEF's recipe).
+"""Training objectives: ITC, ITM with hard negatives, MLM and VQA classification (ALBEF's recipe), and the
+toy world's auxiliary scene supervision (``vlprune.train.scene``).
 
 Each objective takes ``(model, batch, ctx)`` and returns a dict of scalar tensors with the total under
 ``"loss"`` — the interface of ``vlprune.train.trainer.Trainer``. Randomness comes only from
@@ -17,8 +18,9 @@ from vlprune.models.layers import TokenState
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
 from vlprune.train.contrastive import itc_loss
 from vlprune.train.momentum import MomentumQueue, queued_itc_loss
+from vlprune.train.scene import SceneProbes
 
-TASKS = ("itc", "itm", "mlm", "vqa")
+TASKS = ("itc", "itm", "mlm", "vqa", "scene")
 
 
 def sample_hard_negatives(similarity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -61,14 +63,19 @@ class Objective:
             raise ValueError(f"tasks={sorted(self.tasks)}: choose from {TASKS}")
 
     def __call__(self, model, batch: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
+        probes = model if isinstance(model, SceneProbes) else None
+        model = probes.model if probes is not None else model
         wrapper = model if isinstance(model, MomentumQueue) else None
         model = wrapper.model if wrapper is not None else model
-        needs_fusion = set(self.tasks) - {"itc"}
+        if ("scene" in self.tasks) != (probes is not None):
+            raise ValueError("task 'scene' and SceneProbes go together: wrap the model in SceneProbes for it, "
+                             "and only for it")
+        needs_fusion = set(self.tasks) - {"itc", "scene"}
         if needs_fusion and not isinstance(model, FusionModel):
             raise ValueError(f"tasks {sorted(needs_fusion)} need a fusion model (kind='fusion')")
         out: dict[str, torch.Tensor] = {}
         pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
-        text_state = model.text(ids, mask) if {"itc", "itm"} & set(self.tasks) else None
+        text_state = model.text(ids, mask) if {"itc", "itm", "scene"} & set(self.tasks) else None
         question = model.text(batch["question_ids"], batch["question_mask"]) if "vqa" in self.tasks else None
         image_state = model.visual(pixels, guide=self._guide(model, text_state, question, batch))
         image_emb = model.image_embedding(image_state, normalize=True)
@@ -79,8 +86,9 @@ class Objective:
             logits = model.vqa_head(model.fuse(fusion_question, image_state).x[:, 0])
             out["vqa"] = F.cross_entropy(logits, batch["answer"])
             out["vqa_acc"] = (logits.argmax(-1) == batch["answer"]).float().mean().detach()
-        if {"itc", "itm"} & set(self.tasks):
+        if {"itc", "itm", "scene"} & set(self.tasks):
             text_emb = model.text_embedding(text_state, ids, mask, normalize=True)
+        if {"itc", "itm"} & set(self.tasks):
             out["itc"] = (queued_itc_loss(wrapper, image_emb, text_emb, model.logit_scale, batch) if wrapper
                           else itc_loss(image_emb, text_emb, model.logit_scale))
             out["temperature"] = (1.0 / model.logit_scale.exp()).detach()
@@ -95,6 +103,10 @@ class Objective:
             chosen = (labels != -100).sum().clamp(min=1)
             out["mlm"] = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
                                          reduction="sum") / chosen
+        if probes is not None:
+            scene = probes.losses(image_state.x, image_emb, text_emb, batch)
+            out.update(scene)
+            out["scene"] = sum(scene.values()) / len(scene)
         out["loss"] = sum(w * out[name] for name, w in self.tasks.items())
         return out
 

@@ -25,6 +25,7 @@ from vlprune.tokenizer import toy_tokenizer
 from vlprune.train.distributed import rank
 from vlprune.train.momentum import MomentumQueue
 from vlprune.train.objectives import Objective
+from vlprune.train.scene import SceneProbes
 from vlprune.train.trainer import TrainConfig, Trainer
 
 
@@ -56,12 +57,15 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
     ``method`` (e.g. ``elip``, ``tome:r=4``) trains with token reduction on; the saved model holds only the
     weights (as ELIP's downstream models, it evaluates unpruned unless a method is applied again).
-    ``twins`` puts that many hard-negative twins beside every scene (``ToyWorld.family``).
+    Task ``scene`` adds the toy world's per-cell attribute probes (``vlprune.train.scene``); they are trained
+    and checkpointed with the run but not saved with the model. ``twins`` puts that many hard-negative twins
+    beside every scene (``ToyWorld.family``).
     """
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
     net.train()
     trained = MomentumQueue(net, momentum_queue, momentum) if momentum_queue else net
+    trained = SceneProbes(trained, net.config) if "scene" in tasks else trained
     try:
         tokenizer = load_tokenizer(resolve(model))
     except CheckpointError:

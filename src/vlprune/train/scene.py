@@ -1,0 +1,72 @@
+"""Scene supervision: auxiliary per-cell attribute losses that the toy world's generator makes possible.
+
+Contrastive training on the toy world suffers *feature suppression*: colour alone separates most in-batch
+negatives, so the towers stop at a bag of colours and never learn shape, size or position (measured: caption
+embeddings that differ only in those words had cosine 1.000). The generator knows every scene's contents, so
+the towers can be told directly what is where — the toy-world analogue of the dense / region supervision of
+detection-pretrained VLMs. Three linear probes, trained with the model and dropped when it is saved:
+
+* ``image_cells``: every cell's pooled patch tokens -> (colour, shape, size) of the object there, or empty;
+* ``image_scene``: the image embedding -> all cells at once (the pooled embedding must carry the layout);
+* ``text_scene``: the caption embedding -> what the caption says about each cell (unsaid: class 0).
+
+``SceneProbes`` wraps the trained model like ``MomentumQueue`` so the probes are optimised and checkpointed
+with it; ``vlprune.save`` is called on ``wrapper.model``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlprune.config import ModelConfig
+from vlprune.data.toyworld import ATTRIBUTE_CLASSES, GRID
+
+CELLS = GRID * GRID
+
+
+class SceneProbes(nn.Module):
+    """The trained module (the model, or its ``MomentumQueue``) plus the three attribute probes (see the module
+    docstring); ``config`` is the model's."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig):
+        super().__init__()
+        vision = config.vision
+        grid = vision.image_size // vision.patch_size
+        if grid % GRID:
+            raise ValueError(f"scene supervision pools patches into a {GRID}x{GRID} grid of cells, but the model's "
+                             f"{grid}x{grid} patch grid does not divide into it; use image_size / patch_size "
+                             f"as a multiple of {GRID}")
+        self.model, self.patch_grid = model, grid
+        classes = sum(ATTRIBUTE_CLASSES.values())
+        self.image_cells = nn.Linear(vision.width, classes)
+        self.image_scene = nn.Linear(config.embed_dim, CELLS * classes)
+        self.text_scene = nn.Linear(config.embed_dim, CELLS * classes)
+
+    def cell_features(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, patches, width) in raster order -> (B, cells, width), each cell the mean of its patches."""
+        b, _, w = patch_tokens.shape
+        grid = patch_tokens.reshape(b, self.patch_grid, self.patch_grid, w).permute(0, 3, 1, 2)
+        return F.adaptive_avg_pool2d(grid, GRID).flatten(2).transpose(1, 2)
+
+    def losses(self, image_tokens: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor | None,
+               batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mean cross-entropy of each probe over cells and attributes; ``image_tokens`` are the final tokens,
+        [CLS] first, all patches present (no token reduction)."""
+        if image_tokens.shape[1] != self.patch_grid**2 + 1:
+            raise ValueError("task 'scene' needs every patch token; train it without a token-reduction method")
+        b = image_tokens.shape[0]
+        out = {"scene_cells": _attribute_loss(self.image_cells(self.cell_features(image_tokens[:, 1:])),
+                                              batch["image_cells"]),
+               "scene_image": _attribute_loss(self.image_scene(image_emb).reshape(b, CELLS, -1),
+                                              batch["image_cells"])}
+        if text_emb is not None:
+            out["scene_text"] = _attribute_loss(self.text_scene(text_emb).reshape(b, CELLS, -1), batch["caption_cells"])
+        return out
+
+
+def _attribute_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits (B, cells, sum of classes), targets (B, 3, cells): cross-entropy averaged over the attributes."""
+    parts = logits.split(list(ATTRIBUTE_CLASSES.values()), dim=-1)
+    return sum(F.cross_entropy(p.flatten(0, 1), targets[:, i].flatten()) for i, p in enumerate(parts)) / len(parts)

@@ -1,0 +1,131 @@
+"""Scene supervision (per-cell attribute probes) and the attribute-binding probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.tiny import tiny_clip_config
+
+import vlprune
+from vlprune.data.pairs import Collate, ToyPairs
+from vlprune.data.toyworld import COLOURS, SHAPES, SIZES, Mention, Scene, ToyObject, ToyWorld, cell_targets
+from vlprune.eval.binding import ATTRIBUTES, binding_accuracy, changed_attribute
+from vlprune.train.objectives import Objective
+from vlprune.train.scene import SceneProbes
+from vlprune.train.trainer import TrainContext
+
+
+def _scene() -> Scene:
+    red = ToyObject("red", "circle", "big", 0)
+    blue = ToyObject("blue", "cross", "small", 13)
+    green = ToyObject("green", "square", "small", 6)
+    return Scene((red, blue, green), (Mention(red, True), Mention(blue, False)), "q", "red", "colour", (0, 0, 0), 1)
+
+
+def test_cell_targets_say_what_is_where_and_what_the_caption_places():
+    image, caption = cell_targets(_scene())
+    assert image.shape == caption.shape == (3, 16)
+    assert set(np.flatnonzero(image[0])) == {0, 6, 13}
+    assert tuple(image[:, 0]) == (list(COLOURS).index("red") + 1, SHAPES.index("circle") + 1, SIZES.index("big") + 1)
+    assert tuple(image[:, 13]) == (list(COLOURS).index("blue") + 1, SHAPES.index("cross") + 1, 1)
+    # the blue cross is mentioned without a position, the green square not at all: only cell 0 is said
+    assert set(np.flatnonzero(caption.any(axis=0))) == {0}
+    assert tuple(caption[:, 0]) == tuple(image[:, 0])
+
+
+def test_cell_features_average_the_patches_of_each_cell():
+    config = tiny_clip_config(vision={"image_size": 64, "patch_size": 8})  # 8x8 patches -> 2x2 per cell
+    probes = SceneProbes(vlprune.build_model(config), config)
+    patches = torch.arange(64, dtype=torch.float32).reshape(1, 64, 1).expand(1, 64, 3)
+    cells = probes.cell_features(patches)
+    assert cells.shape == (1, 16, 3)
+    # cell 0 covers patches 0, 1, 8, 9; cell 5 (row 1, col 1) covers 18, 19, 26, 27
+    assert cells[0, 0, 0].item() == pytest.approx((0 + 1 + 8 + 9) / 4)
+    assert cells[0, 5, 0].item() == pytest.approx((18 + 19 + 26 + 27) / 4)
+
+
+def test_scene_probes_reject_a_patch_grid_that_does_not_split_into_cells():
+    config = tiny_clip_config(vision={"image_size": 40, "patch_size": 8})  # 5x5 patches
+    with pytest.raises(ValueError, match="4x4 grid of cells"):
+        SceneProbes(vlprune.build_model(config), config)
+
+
+def _batch(tokenizer, config, n=8):
+    pairs = ToyPairs(ToyWorld("train", image_size=config.vision.image_size, size=n))
+    return Collate(tokenizer, config.vision)([pairs[i] for i in range(n)])
+
+
+def _ctx():
+    return TrainContext(step=1, rank=0, world_size=1, generator=torch.Generator().manual_seed(0),
+                        device=torch.device("cpu"), micro_step=0)
+
+
+def test_scene_task_needs_the_probes_and_the_probes_need_the_task(tokenizer):
+    config = tiny_clip_config()
+    model = vlprune.build_model(config)
+    batch = _batch(tokenizer, config)
+    with pytest.raises(ValueError, match="SceneProbes"):
+        Objective({"itc": 1.0, "scene": 1.0})(model, batch, _ctx())
+    with pytest.raises(ValueError, match="SceneProbes"):
+        Objective({"itc": 1.0})(SceneProbes(model, config), batch, _ctx())
+
+
+def test_scene_loss_trains_the_towers_and_is_learnable(tokenizer):
+    torch.manual_seed(0)
+    config = tiny_clip_config()
+    probes = SceneProbes(vlprune.build_model(config), config)
+    objective = Objective({"scene": 1.0})
+    batch = _batch(tokenizer, config)
+    out = objective(probes, batch, _ctx())
+    assert {"scene_cells", "scene_image", "scene_text"} <= set(out)
+    out["loss"].backward()
+    assert probes.model.visual.blocks[0].attn.q.weight.grad.abs().sum() > 0
+    assert probes.model.text.blocks[0].attn.q.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(probes.parameters(), lr=3e-3)
+    first = out["loss"].item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = objective(probes, batch, _ctx())["loss"]
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.6 * first
+
+
+def test_changed_attribute_names_what_the_twin_changed():
+    world = ToyWorld("val", size=50)
+    seen = {changed_attribute(world.scene(i), world.twin(i, v)) for i in range(50) for v in range(2)}
+    assert seen == set(ATTRIBUTES)
+    with pytest.raises(ValueError, match="more than one object"):
+        changed_attribute(world.scene(0), world.scene(1))
+
+
+class _ColourBag(torch.nn.Module):
+    """Embeds images and captions as the set of colours present: a model that learned colour only."""
+
+    def __init__(self, config, tokenizer):
+        super().__init__()
+        self.config, self.tokenizer = config, tokenizer
+        self.colour_ids = [tokenizer.ids[c] for c in COLOURS]
+        mean = torch.tensor(config.vision.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(config.vision.image_std).view(1, 3, 1, 1)
+        self.mean, self.std = mean, std
+
+    def encode_text(self, ids, mask=None, normalize=False):
+        present = torch.stack([(ids == i).any(dim=1) for i in self.colour_ids], dim=1).float()
+        return torch.nn.functional.normalize(present + 1e-3, dim=-1)
+
+    def encode_image(self, pixels, normalize=False):
+        rgb = (pixels * self.std + self.mean) * 255
+        present = [((rgb - torch.tensor(c).view(1, 3, 1, 1)).abs().amax(dim=1) < 22).flatten(1).sum(1) > 4
+                   for c in COLOURS.values()]
+        return torch.nn.functional.normalize(torch.stack(present, dim=1).float() + 1e-3, dim=-1)
+
+
+def test_binding_probe_exposes_a_colour_only_model(tokenizer):
+    config = tiny_clip_config(vision={"image_size": 64})
+    scores = binding_accuracy(_ColourBag(config, tokenizer), tokenizer, ToyWorld("val", size=200), count=200)
+    assert scores["binding_colour"] > 0.9
+    for attribute in ("shape", "size", "cell"):  # same colours -> tied scores -> counted as failures
+        assert scores[f"binding_{attribute}"] < 0.1
+    assert scores["binding_mean"] == pytest.approx(np.mean([scores[f"binding_{a}"] for a in ATTRIBUTES]))
