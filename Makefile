@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 OPEN_CLIP_VERSION := 3.3.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint clean
+.PHONY: venv demo test test-all lint clean report-screenshot
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
+
+# docs/report.png: the demo report as headless Chromium draws it (Debian package chromium)
+report-screenshot: $(STAMP)
+	VLPRUNE_SCREENSHOT=docs/report.png $(PY) -m pytest -q tests/test_demo.py -k chromium
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts benchmarks

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.tiny import tiny_clip_config
 
 import vlprune
+from helpers.tiny import tiny_clip_config
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import COLOURS, SHAPES, SIZES, Mention, Scene, ToyObject, ToyWorld, cell_targets
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy, changed_attribute

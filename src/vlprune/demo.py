@@ -57,11 +57,11 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + [line]
 
 
-def _print_table(columns: list[str], rows: list[dict]) -> None:
+def _table(columns: list[str], rows: list[dict]) -> str:
     widths = [max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for r in rows:
-        print("  ".join(_cell(r[c]).ljust(w) for c, w in zip(columns, widths)))
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(_cell(r[c]).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+    return "\n".join(lines)
 
 
 def method_rows(models: dict, count: int, bench_iters: int = 3) -> tuple[list[dict], list[dict], dict]:
@@ -101,7 +101,8 @@ def method_rows(models: dict, count: int, bench_iters: int = 3) -> tuple[list[di
 
 def run_demo(out: Path, count: int = 1000, method_count: int = 500) -> list[dict]:
     """Evaluate the bundled models (``count`` pairs / questions), then every token method at a 30 % cut
-    (``method_count`` pairs / questions each); print the tables, write results.json and report.html."""
+    (``method_count`` pairs / questions each); print the tables (kept in table.txt), write results.json and
+    report.html."""
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], []
     models = {name: (load(name), load_tokenizer(name)) for name in dict.fromkeys(name for name, _ in JOBS)}
@@ -114,11 +115,14 @@ def run_demo(out: Path, count: int = 1000, method_count: int = 500) -> list[dict
         rows.append({"model": name, "method": "base", "task": task, "score": _score(task, result["metrics"]),
                      "vision_gflops": result["costs"]["vision_gflops"], "params": result["costs"]["params"],
                      "seconds": time.perf_counter() - start})
-    _print_table(BASE_COLUMNS, rows)
+    printed = [_table(BASE_COLUMNS, rows)]
+    print(printed[-1])
     methods, method_results, keep_figure = method_rows(models, method_count)
-    print(f"\nToken methods at {CUT:.0%} fewer image-tower GFLOPs ({method_count} pairs / questions; img/s and "
-          f"speedup at batch 32, measured against the base in this process, {torch.get_num_threads()} threads):")
-    _print_table(METHOD_COLUMNS, methods)
+    printed += [f"\nToken methods at {CUT:.0%} fewer image-tower GFLOPs ({method_count} pairs / questions; img/s "
+                f"and speedup at batch 32, measured against the base in this process, {torch.get_num_threads()} "
+                f"threads):", _table(METHOD_COLUMNS, methods)]
+    print("\n".join(printed[1:]))
+    (out / "table.txt").write_text("\n".join(printed) + "\n")
     keep_figure.savefig(out / KEEP_MAPS, dpi=110, bbox_inches="tight")
     _sample_figure().savefig(out / SAMPLES, dpi=110, bbox_inches="tight")
     (out / "results.json").write_text(json.dumps({"base_rows": rows, "methods": methods, "cut": CUT,
