@@ -38,6 +38,16 @@ def test_karpathy_split_captions_and_images(tmp_path):
         karpathy(tmp_path / "dataset_coco.json", tmp_path, "val")
 
 
+@pytest.mark.parametrize("sentences, what", [([], "no sentences"), ([{"raw": "a cat"}, {"raw": "  "}],
+                                                                     "an empty sentence at index 1")])
+def test_karpathy_image_without_a_caption_is_named(tmp_path, sentences, what):
+    _png(tmp_path / "a.png", 10)
+    entries = [{"split": "test", "filename": "a.png", "sentences": sentences}]
+    (tmp_path / "d.json").write_text(json.dumps({"images": entries}))
+    with pytest.raises(DatasetError, match=rf"images\[0\] \(a.png\) has {what}"):
+        karpathy(tmp_path / "d.json", tmp_path)
+
+
 @pytest.mark.parametrize("name", ["../outside.png", "/etc/passwd", "val2014/../../x.png"])
 def test_paths_may_not_escape_the_dataset_root(tmp_path, name):
     root = tmp_path / "root"

@@ -270,6 +270,16 @@ def test_non_finite_pixels_raise(clip_model, pixels, bad):
         clip_model.encode_image(pixels)
 
 
+def test_mismatched_image_and_text_counts_raise(fusion_model, pixels, tokenizer):
+    ids, mask = tokenizer(["a red circle", "a blue square"])  # 2 texts for 3 images
+    with pytest.raises(ValueError, match="got 3 images and 2 texts"):
+        fusion_model.itm_score(pixels, ids, mask)
+    with pytest.raises(ValueError, match="got 3 images and 2 texts"):
+        fusion_model.vqa_logits(pixels, ids, mask)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        fusion_model.encode_text(ids, mask[:1])
+
+
 def test_bad_pixel_shapes_raise(clip_model):
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         clip_model.encode_image(torch.zeros(2, 1, 32, 32))

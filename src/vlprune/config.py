@@ -50,6 +50,55 @@ def _positive_int(owner: str, name: str, value: Any) -> None:
     _require(_is_int(value) and value > 0, owner, name, value, "a positive int")
 
 
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split an annotation string on ``sep`` outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if depth == 0 and text.startswith(sep, i):
+            parts.append(text[start:i])
+            start = i + len(sep)
+    return [p.strip() for p in parts + [text[start:]]]
+
+
+def fits_annotation(value: Any, annotation: str) -> bool:
+    """Whether ``value`` matches a field annotation written as a string: ``None``, ``bool``, ``int``, ``float``
+    (finite), ``str``, ``tuple[X, ...]``, ``tuple[A, B]`` (a list passes too, as JSON gives), ``dict[K, V]`` and
+    unions ``A | B`` of those."""
+    options = _split_top(annotation, "|")
+    if len(options) > 1:
+        return any(fits_annotation(value, option) for option in options)
+    kind = options[0]
+    if kind.endswith("]"):
+        outer, inner = kind[:-1].split("[", 1)
+        args = _split_top(inner, ",")
+        if outer == "tuple" and args[-1] == "...":
+            return isinstance(value, (tuple, list)) and all(fits_annotation(v, args[0]) for v in value)
+        if outer == "tuple":
+            return isinstance(value, (tuple, list)) and len(value) == len(args) and all(map(fits_annotation, value, args))
+        if outer == "dict":
+            return isinstance(value, dict) and all(fits_annotation(k, args[0]) and fits_annotation(v, args[1])
+                                                   for k, v in value.items())
+    checks = {"None": lambda v: v is None, "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+              "int": _is_int, "float": lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v)}
+    if kind not in checks:
+        raise TypeError(f"field annotation {kind!r} is not supported by check_field_types")
+    return checks[kind](value)
+
+
+def check_field_types(config: Any) -> None:
+    """Type-check every field of a dataclass config against its annotation (lists become tuples), so a wrong
+    type is one ``ConfigError`` naming the field, not a ``TypeError`` from deep inside a run."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, list):
+            value = tuple(value)
+            object.__setattr__(config, f.name, value)
+        if not fits_annotation(value, str(f.type)):
+            raise ConfigError(f"{type(config).__name__}.{f.name}={value!r} is invalid: expected {f.type} "
+                              "(numbers finite)")
+
+
 def _unknown_keys(cls: type, data: dict[str, Any]) -> None:
     known = {f.name for f in fields(cls)}
     extra = sorted(set(data) - known)

@@ -70,6 +70,10 @@ def karpathy(json_path: str | Path, image_root: str | Path, split: str = "test")
             sentences = [s["raw"].strip() for s in entry["sentences"]]
         except (KeyError, TypeError) as err:
             raise DatasetError(f"{json_path}: images[{n}] lacks {err} (needs filename and sentences[*].raw)") from None
+        if not sentences or not all(sentences):
+            raise DatasetError(f"{json_path}: images[{n}] ({relative}) has "
+                               + ("no sentences" if not sentences else f"an empty sentence at index "
+                                  f"{sentences.index('')}") + "; every image needs non-empty captions")
         owner += [len(paths)] * len(sentences)
         captions += sentences
         paths.append(inside(root, relative, f"{json_path} images[{n}]"))

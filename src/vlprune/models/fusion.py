@@ -57,6 +57,10 @@ class FusionModel(DualTowerModel):
                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Multimodal [CLS] hidden state (B, D) for an image-text pair. The text is encoded first and its
         [CLS] guides text-guided token reduction in the image tower, when one is applied."""
+        if pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts: ITM and VQA score "
+                             "image-text pairs, so pass one text per image (repeat the image for several texts; "
+                             "for all-pairs similarity use encode_image / encode_text)")
         text = self.text(input_ids, attention_mask)
         guide = self.guide_from_text(text) if self.reduction is not None else None
         fused = self.fuse(self.fusion_input(input_ids, attention_mask, text), self.visual(pixel_values, guide=guide))

@@ -45,6 +45,9 @@ class TextTransformer(nn.Module):
         if int(input_ids.min()) < 0 or int(input_ids.max()) >= self.cfg.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}); got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}] — wrong tokenizer?")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids "
+                             f"{tuple(input_ids.shape)}: pass the mask the tokenizer returned with these ids")
         x = self.embed_norm(self.token_embed(input_ids) + self.pos_embed[:, :length])
         mask = None if attention_mask is None else attention_mask.bool()
         return TokenState(x=x, mask=mask)

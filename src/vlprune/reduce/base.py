@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlprune.config import ConfigError, VisionConfig
+from vlprune.config import ConfigError, VisionConfig, check_field_types
 from vlprune.eval.flops import model_gflops
 from vlprune.models.layers import TokenState
 
@@ -88,6 +88,9 @@ class ReduceConfig:
     """Base of every method config. Subclasses define ``method``, ``check``, ``schedule`` and ``attach``."""
 
     method: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}

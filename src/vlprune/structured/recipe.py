@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlprune.config import ConfigError
+from vlprune.config import ConfigError, check_field_types
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.evaluate import evaluate_retrieval
@@ -77,6 +77,7 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
         _check(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
         _check(self.tower in TOWER_CHOICES, "tower", self.tower, f"one of {TOWER_CHOICES}")

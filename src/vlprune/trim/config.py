@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vlprune.config import ConfigError, ModelConfig
+from vlprune.config import ConfigError, ModelConfig, check_field_types
 from vlprune.reduce.base import check_ratio
 
 TOKEN_SCORERS = ("cross", "local", "random", "off")
@@ -56,6 +56,7 @@ class SmartTrimConfig:
     fixed_heads: dict[str, tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("target_vision", "target_text", "target_heads"):
             check_ratio("SmartTrimConfig", name, getattr(self, name))
         _require(_number(self.temperature) and self.temperature > 0, "temperature", self.temperature,
