@@ -9,7 +9,17 @@ import torch
 import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.data.pairs import Collate, ToyPairs
-from vlprune.data.toyworld import COLOURS, SHAPES, SIZES, Mention, Scene, ToyObject, ToyWorld, cell_targets
+from vlprune.data.toyworld import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    Mention,
+    Scene,
+    ToyObject,
+    ToyWorld,
+    cell_targets,
+    colour_targets,
+)
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy, changed_attribute
 from vlprune.train.objectives import Objective
 from vlprune.train.scene import SceneProbes
@@ -32,6 +42,20 @@ def test_cell_targets_say_what_is_where_and_what_the_caption_places():
     # the blue cross is mentioned without a position, the green square not at all: only cell 0 is said
     assert set(np.flatnonzero(caption.any(axis=0))) == {0}
     assert tuple(caption[:, 0]) == tuple(image[:, 0])
+
+
+def test_colour_targets_bind_place_shape_and_size_to_each_colour():
+    image, caption, known = colour_targets(_scene())
+    red, blue, green = (list(COLOURS).index(c) for c in ("red", "blue", "green"))
+    shape_at, size_at = 8, 8 + len(SHAPES)
+    # red circle, big, at cell 0 = row 0, column 0; blue cross, small, at cell 13 = row 3, column 1
+    assert set(np.flatnonzero(image[red])) == {0, 4, shape_at + SHAPES.index("circle"), size_at + 1}
+    assert set(np.flatnonzero(image[blue])) == {3, 4 + 1, shape_at + SHAPES.index("cross"), size_at}
+    assert image.sum() == 12  # three objects x four entries
+    # the caption places red, names the blue cross without a place (left open), says nothing of green
+    assert np.array_equal(caption[red], image[red]) and not caption[green].any()
+    assert set(np.flatnonzero(caption[blue])) == {shape_at + SHAPES.index("cross"), size_at}
+    assert not known[blue, :8].any() and known[blue, 8:].all() and known[red].all() and known[green].all()
 
 
 def test_cell_features_average_the_patches_of_each_cell():

@@ -75,7 +75,8 @@ def fits_annotation(value: Any, annotation: str) -> bool:
         if outer == "tuple" and args[-1] == "...":
             return isinstance(value, (tuple, list)) and all(fits_annotation(v, args[0]) for v in value)
         if outer == "tuple":
-            return isinstance(value, (tuple, list)) and len(value) == len(args) and all(map(fits_annotation, value, args))
+            return (isinstance(value, (tuple, list)) and len(value) == len(args)
+                    and all(map(fits_annotation, value, args)))
         if outer == "dict":
             return isinstance(value, dict) and all(fits_annotation(k, args[0]) and fits_annotation(v, args[1])
                                                    for k, v in value.items())

@@ -10,8 +10,10 @@ import torch
 
 from vlprune.config import VisionConfig
 from vlprune.data.images import Preprocess
-from vlprune.data.toyworld import ANSWERS, Scene, ToyWorld, cell_targets, render
+from vlprune.data.toyworld import ANSWERS, Scene, ToyWorld, cell_targets, colour_targets, render
 from vlprune.tokenizer import WordTokenizer
+
+SCENE_TARGETS = ("image_cells", "caption_cells", "image_colours", "caption_colours", "caption_colours_known")
 
 
 def to_pixels(images: Sequence[np.ndarray], vision: VisionConfig) -> torch.Tensor:
@@ -41,9 +43,11 @@ class ToyPairs:
 
 def _item(index: int, scene: Scene, image_size: int) -> dict:
     image_cells, caption_cells = cell_targets(scene)
+    image_colours, caption_colours, caption_known = colour_targets(scene)
     return {"index": index, "image": render(scene, image_size), "caption": scene.caption,
             "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type,
-            "image_cells": image_cells, "caption_cells": caption_cells}
+            "image_cells": image_cells, "caption_cells": caption_cells, "image_colours": image_colours,
+            "caption_colours": caption_colours, "caption_colours_known": caption_known}
 
 
 @dataclass
@@ -62,4 +66,4 @@ class Collate:
                 "answer": torch.tensor([it["answer"] for it in items]),
                 "index": torch.tensor([it["index"] for it in items]),
                 **{key: torch.from_numpy(np.stack([it[key] for it in items]))
-                   for key in ("image_cells", "caption_cells") if key in items[0]}}
+                   for key in SCENE_TARGETS if key in items[0]}}

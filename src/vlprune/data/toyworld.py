@@ -215,6 +215,25 @@ def cell_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     return image, caption
 
 
+def colour_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Colour-bound targets for scene supervision, each (colours, rows + columns + shapes + sizes): multi-hot of
+    where the objects of each colour are and what they are (image), what the caption says of each colour
+    (caption), and which caption entries are decided (False: row and column of a colour mentioned without a
+    position — the caption leaves them open)."""
+    shape_at, size_at = 2 * GRID, 2 * GRID + len(SHAPES)
+    image = np.zeros((len(COLOURS), size_at + len(SIZES)), dtype=np.float32)
+    caption, known = np.zeros_like(image), np.ones_like(image, dtype=bool)
+    for target, obj, placed in ([(image, o, True) for o in scene.objects]
+                                + [(caption, m.obj, m.with_position) for m in scene.mentions]):
+        c = list(COLOURS).index(obj.colour)
+        target[c, [shape_at + SHAPES.index(obj.shape), size_at + SIZES.index(obj.size)]] = 1.0
+        if placed:
+            target[c, [obj.cell // GRID, GRID + obj.cell % GRID]] = 1.0
+        else:
+            known[c, :shape_at] = False
+    return image, caption, known
+
+
 def class_names() -> list[str]:
     """Zero-shot classes: colour x shape."""
     return [f"{c} {s}" for c in COLOURS for s in SHAPES]

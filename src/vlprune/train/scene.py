@@ -7,8 +7,14 @@ the towers can be told directly what is where — the toy-world analogue of the 
 detection-pretrained VLMs. Three linear probes, trained with the model and dropped when it is saved:
 
 * ``image_cells``: every cell's pooled patch tokens -> (colour, shape, size) of the object there, or empty;
-* ``image_scene``: the image embedding -> all cells at once (the pooled embedding must carry the layout);
-* ``text_scene``: the caption embedding -> what the caption says about each cell (unsaid: class 0).
+* ``image_colours``: the image embedding -> for each colour, the rows, columns, shapes and sizes of the objects
+  of that colour (multi-hot; ``ToyWorld.colour_targets``): attributes bound to colour, linearly readable;
+* ``text_colours``: the caption embedding -> the same, for what the caption says (entries it leaves open are
+  masked).
+
+A first version read every cell's attributes from the embeddings (16 cells x 18 classes); those probes
+collapsed to "empty" for every cell (0 % on occupied cells after 1,000 steps) and did not move the embeddings,
+so they were replaced by the colour-bound, multi-hot targets above.
 
 ``SceneProbes`` wraps the trained model like ``MomentumQueue`` so the probes are optimised and checkpointed
 with it; ``vlprune.save`` is called on ``wrapper.model``.
@@ -21,9 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprune.config import ModelConfig
-from vlprune.data.toyworld import ATTRIBUTE_CLASSES, GRID
-
-CELLS = GRID * GRID
+from vlprune.data.toyworld import ATTRIBUTE_CLASSES, COLOURS, GRID, SHAPES, SIZES
 
 
 class SceneProbes(nn.Module):
@@ -41,8 +45,9 @@ class SceneProbes(nn.Module):
         self.model, self.patch_grid = model, grid
         classes = sum(ATTRIBUTE_CLASSES.values())
         self.image_cells = nn.Linear(vision.width, classes)
-        self.image_scene = nn.Linear(config.embed_dim, CELLS * classes)
-        self.text_scene = nn.Linear(config.embed_dim, CELLS * classes)
+        per_colour = len(COLOURS) * (2 * GRID + len(SHAPES) + len(SIZES))
+        self.image_colours = nn.Linear(config.embed_dim, per_colour)
+        self.text_colours = nn.Linear(config.embed_dim, per_colour)
 
     def cell_features(self, patch_tokens: torch.Tensor) -> torch.Tensor:
         """(B, patches, width) in raster order -> (B, cells, width), each cell the mean of its patches."""
@@ -52,17 +57,20 @@ class SceneProbes(nn.Module):
 
     def losses(self, image_tokens: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor | None,
                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Mean cross-entropy of each probe over cells and attributes; ``image_tokens`` are the final tokens,
-        [CLS] first, all patches present (no token reduction)."""
+        """Cross-entropy of the cell probe (mean over cells and attributes) and binary cross-entropy of the colour
+        probes (mean over decided entries); ``image_tokens`` are the final tokens, [CLS] first, all patches
+        present (no token reduction)."""
         if image_tokens.shape[1] != self.patch_grid**2 + 1:
             raise ValueError("task 'scene' needs every patch token; train it without a token-reduction method")
-        b = image_tokens.shape[0]
         out = {"scene_cells": _attribute_loss(self.image_cells(self.cell_features(image_tokens[:, 1:])),
                                               batch["image_cells"]),
-               "scene_image": _attribute_loss(self.image_scene(image_emb).reshape(b, CELLS, -1),
-                                              batch["image_cells"])}
+               "scene_image": F.binary_cross_entropy_with_logits(self.image_colours(image_emb),
+                                                                 batch["image_colours"].flatten(1))}
         if text_emb is not None:
-            out["scene_text"] = _attribute_loss(self.text_scene(text_emb).reshape(b, CELLS, -1), batch["caption_cells"])
+            known = batch["caption_colours_known"].flatten(1).float()
+            per_entry = F.binary_cross_entropy_with_logits(self.text_colours(text_emb),
+                                                           batch["caption_colours"].flatten(1), reduction="none")
+            out["scene_text"] = (per_entry * known).sum() / known.sum().clamp(min=1)
         return out
 
 
