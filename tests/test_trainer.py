@@ -25,6 +25,7 @@ from helpers.train_tiny import (
     mse_objective,
     random_objective,
 )
+from vlprune.config import ConfigError
 from vlprune.train import (
     NonFiniteLossError,
     TrainConfig,
@@ -216,6 +217,22 @@ def test_interrupted_write_is_ignored_and_resume_is_exact(tmp_path):
 
 
 # -- 7. gradient accumulation ---------------------------------------------------------------------------
+
+def test_until_stops_on_the_full_schedule_and_a_rerun_goes_on_exactly(tmp_path):
+    config = make_config(8, ckpt_every=4)
+    expected = _run(make_model(0.2), random_objective, config, tmp_path / "ref")
+    model = make_model(0.2)
+    trainer = Trainer(model, random_objective, make_dataset(), collate, config, tmp_path / "run", device="cpu",
+                      progress=False)
+    assert trainer.fit(until=3)["step"] == 3
+    assert latest_checkpoint(tmp_path / "run").name == "step-000003"  # a checkpoint where it stopped
+    assert trainer.last_metrics["lr"] == pytest.approx(lr_at(3, config))  # the 8-step schedule, not a 3-step one
+    with pytest.raises(ConfigError, match="until=9"):
+        trainer.fit(until=9)
+    resumed = _run(make_model(0.2), random_objective, config, tmp_path / "run")
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+
 
 def test_grad_accum_matches_full_batch(tmp_path):
     one = _run(make_model(), mse_objective, make_config(4), tmp_path / "a")

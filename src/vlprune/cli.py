@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum, args.method, args.twins)
+                  args.momentum_queue, args.momentum, args.method, args.twins, args.until)
     if rank() == 0:
         print(f"saved {final}")
     return 0
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twins", type=int, default=0, metavar="T",
                    help="put T hard-negative twins beside every scene (one attribute of one mentioned object "
                         "changed); a batch of B scenes then holds B(T+1) pairs")
+    p.add_argument("--until", type=int, default=None, metavar="STEP",
+                   help="stop after this step (and its checkpoint) on the schedule of --steps; run again with a "
+                        "later --until or none to go on")
     p.add_argument("--momentum-queue", type=int, default=0,
                    help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
     p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")

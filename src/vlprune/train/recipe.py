@@ -51,7 +51,8 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
-          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0) -> Path:
+          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0,
+          until: int | None = None) -> Path:
     """Train on the toy world's train split; returns the directory of the saved final model.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
@@ -59,7 +60,8 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     weights (as ELIP's downstream models, it evaluates unpruned unless a method is applied again).
     Task ``scene`` adds the toy world's per-cell attribute probes (``vlprune.train.scene``); they are trained
     and checkpointed with the run but not saved with the model. ``twins`` puts that many hard-negative twins
-    beside every scene (``ToyWorld.family``).
+    beside every scene (``ToyWorld.family``). ``until`` stops after that step (``Trainer.fit``); the model is
+    saved as it stands then.
     """
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
@@ -72,7 +74,7 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
         tokenizer = toy_tokenizer(net.config.text.max_length)
     dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size), twins)
     trainer = Trainer(trained, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir)
-    trainer.fit(resume=True)
+    trainer.fit(resume=True, until=until)
     final = Path(out_dir) / "model"
     if rank() == 0:
         save(net, final, tokenizer)

@@ -369,26 +369,31 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
 
-    def fit(self, resume: bool = True) -> dict[str, Any]:
+    def fit(self, resume: bool = True, until: int | None = None) -> dict[str, Any]:
         """Train to ``config.steps``, resuming from ``out_dir``'s latest checkpoint if there is one (with
-        ``resume=False`` an existing checkpoint is an error). Returns the last logged metrics."""
+        ``resume=False`` an existing checkpoint is an error). ``until`` stops early, after that step's
+        checkpoint, on the schedule of ``config.steps`` (run again with a later ``until`` to go on). Returns the
+        last logged metrics."""
+        if until is not None and not (_is_int(until) and 0 < until <= self.config.steps):
+            raise ConfigError(f"until={until!r} is invalid: expected a step in [1, steps={self.config.steps}]")
+        end = self.config.steps if until is None else until
         start = self._start(resume)
-        if start >= self.config.steps:
+        if start >= end:
             return dict(self.last_metrics)
         self.model.train()
         bar = tqdm(total=self.config.steps, initial=start, desc="train", dynamic_ncols=True,
                    disable=not self.progress or self.rank != 0)
         last_log, tick = start, time.perf_counter()
         try:
-            for step in range(start + 1, self.config.steps + 1):
+            for step in range(start + 1, end + 1):
                 values = self._step(step)
                 bar.update(1)
-                if step % self.config.log_every == 0 or step == self.config.steps:
+                if step % self.config.log_every == 0 or step == end:
                     now = time.perf_counter()
                     self._log(step, values, (now - tick) / (step - last_log))
                     bar.set_postfix(loss=f"{self.last_metrics['loss']:.4g}", lr=f"{self.last_metrics['lr']:.3g}")
                     last_log, tick = step, now
-                if step % self.config.ckpt_every == 0 or step == self.config.steps:
+                if step % self.config.ckpt_every == 0 or step == end:
                     self._save(step)
         finally:
             bar.close()
