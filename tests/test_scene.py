@@ -102,7 +102,7 @@ def test_scene_loss_trains_the_towers_and_is_learnable(tokenizer):
     objective = Objective({"scene": 1.0})
     batch = _batch(tokenizer, config)
     out = objective(probes, batch, _ctx())
-    assert {"scene_cells", "scene_image", "scene_text"} <= set(out)
+    assert {"scene_cells", "scene_where", "scene_image", "scene_text"} <= set(out)
     out["loss"].backward()
     assert probes.model.visual.blocks[0].attn.q.weight.grad.abs().sum() > 0
     assert probes.model.text.blocks[0].attn.q.weight.grad.abs().sum() > 0

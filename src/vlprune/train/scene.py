@@ -6,7 +6,9 @@ embeddings that differ only in those words had cosine 1.000). The generator know
 the towers can be told directly what is where — the toy-world analogue of the dense / region supervision of
 detection-pretrained VLMs. Three linear probes, trained with the model and dropped when it is saved:
 
-* ``image_cells``: every cell's pooled patch tokens -> (colour, shape, size) of the object there, or empty;
+* ``image_cells``: every cell's pooled patch tokens -> (colour, shape, size) of the object there, or empty, and
+  the cell's own row and column (so tokens keep *where* they are: without it, the fusion model answered
+  "what colour is the object at top left" near chance while counting right — measured on toy-fusion);
 * ``image_colours``: the image embedding -> for each colour, the rows, columns, shapes and sizes of the objects
   of that colour (multi-hot; ``ToyWorld.colour_targets``): attributes bound to colour, linearly readable;
 * ``text_colours``: the caption embedding -> the same, for what the caption says (entries it leaves open are
@@ -44,7 +46,7 @@ class SceneProbes(nn.Module):
                              f"as a multiple of {GRID}")
         self.model, self.patch_grid = model, grid
         classes = sum(ATTRIBUTE_CLASSES.values())
-        self.image_cells = nn.Linear(vision.width, classes)
+        self.image_cells = nn.Linear(vision.width, classes + 2 * GRID)
         per_colour = len(COLOURS) * (2 * GRID + len(SHAPES) + len(SIZES))
         self.image_colours = nn.Linear(config.embed_dim, per_colour)
         self.text_colours = nn.Linear(config.embed_dim, per_colour)
@@ -57,13 +59,18 @@ class SceneProbes(nn.Module):
 
     def losses(self, image_tokens: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor | None,
                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Cross-entropy of the cell probe (mean over cells and attributes) and binary cross-entropy of the colour
+        """Cross-entropy of the cell probe (mean over cells and attributes; its row / column part under
+        ``scene_where``) and binary cross-entropy of the colour
         probes (mean over decided entries); ``image_tokens`` are the final tokens, [CLS] first, all patches
         present (no token reduction)."""
         if image_tokens.shape[1] != self.patch_grid**2 + 1:
             raise ValueError("task 'scene' needs every patch token; train it without a token-reduction method")
-        out = {"scene_cells": _attribute_loss(self.image_cells(self.cell_features(image_tokens[:, 1:])),
-                                              batch["image_cells"]),
+        cells = self.image_cells(self.cell_features(image_tokens[:, 1:]))
+        what, row, col = cells.split([cells.shape[-1] - 2 * GRID, GRID, GRID], dim=-1)
+        where = torch.arange(GRID * GRID, device=cells.device)
+        out = {"scene_cells": _attribute_loss(what, batch["image_cells"]),
+               "scene_where": (F.cross_entropy(row.flatten(0, 1), (where // GRID).repeat(len(cells)))
+                               + F.cross_entropy(col.flatten(0, 1), (where % GRID).repeat(len(cells)))) / 2,
                "scene_image": F.binary_cross_entropy_with_logits(self.image_colours(image_emb),
                                                                  batch["image_colours"].flatten(1))}
         if text_emb is not None:
