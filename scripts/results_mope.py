@@ -25,6 +25,7 @@ import torch
 
 import vlprune
 from vlprune.eval.bench import measure
+from vlprune.models.io import weights_sha256
 from vlprune.structured.recipe import PruneConfig, heldout_retrieval, run_recipe, sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,8 @@ def main() -> None:
                        args.groups)
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
                "cpu": platform.processor() or platform.machine()}
-    payload = {"machine": machine, "args": vars(args), "base": base, "runs": runs,
+    payload = {"machine": machine, "args": vars(args), "model_sha256": {args.model: weights_sha256(args.model)},
+               "base": base, "runs": runs,
                "verdicts": verdicts(runs, args.test_pairs), "fast_mope": speed}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import vlprune
 from vlprune.config import ConfigError
 from vlprune.data.pairs import Collate, ToyPairs, to_pixels
 from vlprune.data.toyworld import ToyWorld
+from vlprune.models.io import weights_sha256
 from vlprune.reduce import EViTConfig, ToMeConfig, TRIPSConfig, apply
 from vlprune.report.trim_maps import token_maps
 from vlprune.train.trainer import TrainConfig
@@ -268,7 +269,8 @@ def main() -> None:
     maps = token_maps(trims[middle], runner.tokenizer, runner.world, [0, 1, 2, 3], out / "smarttrim_tokens.png")
     payload = {"settings": vars(args), "machine": {"python": sys.version.split()[0], "torch": torch.__version__,
                "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
-               "model": args.model, "training": runner.training, "vqa": vqa, "retrieval": retrieval,
+               "model": args.model, "model_sha256": {args.model: weights_sha256(args.model)},
+               "training": runner.training, "vqa": vqa, "retrieval": retrieval,
                "latency": latency, "overhead": overhead_section(trims[middle], runner),
                "token_maps": str(maps.relative_to(out.parent.parent)) if maps.is_relative_to(out.parent.parent)
                else str(maps), "seconds": time.perf_counter() - start}

@@ -27,6 +27,7 @@ from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.bench import bench_image_tower
 from vlprune.eval.evaluate import evaluate
 from vlprune.eval.train_cost import training_step_cost
+from vlprune.models.io import weights_sha256
 from vlprune.reduce import ELIPConfig, ReduceConfig
 from vlprune.reduce.budget import MATCHABLE, VARIANTS, at_budget, vision_gflops_of
 from vlprune.registry import model_config
@@ -223,6 +224,7 @@ def main() -> None:
     payload["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "python": platform.python_version()}
     payload["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+    payload["model_sha256"] = {name: weights_sha256(name) for name in ("toy-clip", "toy-fusion")}
     for name in args.sections:
         payload[name] = sections[name](args)
         path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -14,6 +14,7 @@ import vlprune
 from vlprune.data.toyworld import ToyWorld, ceiling
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy
 from vlprune.eval.evaluate import evaluate
+from vlprune.models.io import weights_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = [("toy-clip", "retrieval", 0), ("toy-clip", "zeroshot", 0), ("toy-fusion", "retrieval", 16),
@@ -96,6 +97,18 @@ def floor_rows(results: list[dict]) -> list[str]:
             for name, value in reached.items()]
 
 
+def page_status(page: str) -> str:
+    """'' if the page was measured on the bundled models as shipped (the SHA-256 its JSON records), else why not."""
+    md = ROOT / "docs" / "results" / page
+    if not md.exists():
+        return " — *not generated yet*"
+    recorded = json.loads(md.with_suffix(".json").read_text()).get("model_sha256")
+    if recorded is None:
+        return ""  # pages that do not depend on the bundled weights (the port's speed) record none
+    stale = sorted(name for name, digest in recorded.items() if digest != weights_sha256(name))
+    return (f" — **measured on an earlier {', '.join(stale)}**: re-run its script to refresh it" if stale else "")
+
+
 def port_section() -> list[str]:
     """The conversion's speed against transformers, from docs/results/port.json (benchmarks/port_speed.py)."""
     source = ROOT / "docs" / "results" / "port.json"
@@ -143,9 +156,7 @@ def render(payload: dict) -> str:
         "stopped, replayed with `--until`). What was tried to lift the models to the floor, and what each "
         "attempt measured, is in docs/training.md.", "",
         *port_section(), "## Other measured pages", "",
-        *[f"- [{name}](results/{name}): {text}" + ("" if (ROOT / "docs" / "results" / name).exists()
-                                                   else " — *not generated yet*")
-          for name, text in PAGES.items()], "",
+        *[f"- [{name}](results/{name}): {text}{page_status(name)}" for name, text in PAGES.items()], "",
         f"Machine: {payload['machine']}.", "",
         "## Reproduce", "", REPRODUCE, "",
     ]

@@ -6,6 +6,7 @@ with one message naming the file and the offending keys/shapes; a model is never
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def save(model: Model, directory: str | Path, tokenizer: Tokenizer | None = None
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_FILE)
     return directory
+
+
+def weights_sha256(name_or_dir: str | Path) -> str:
+    """SHA-256 of a checkpoint's ``model.safetensors``: results files record it, so a page measured on an
+    earlier bundled model can be told apart from one measured on the shipped one."""
+    return hashlib.sha256((resolve(name_or_dir) / WEIGHTS_FILE).read_bytes()).hexdigest()
 
 
 def resolve(name_or_dir: str | Path) -> Path:
