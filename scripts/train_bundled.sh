@@ -8,7 +8,9 @@
 # of stage 1b were ready; `--until` replays that schedule (same checkpoints, same learning-rate curve). One
 # difference from the shipped run: stage 1a ran with the first version of the scene probes (commit 351da96, a
 # per-cell read-out of the embeddings, which collapsed to "empty" and was replaced); today's code trains the
-# colour-bound probes from the start, so a re-run gives a similar, not bit-identical, toy-clip.
+# colour-bound probes from the start, so a re-run gives a similar, not bit-identical, toy-clip. Likewise stages
+# 1b, 2 and 3 ran before the cell probe learned to predict each cell's row and column (commit e213442);
+# today's code adds that term (`scene_where`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLP=${VLPRUNE:-.venv/bin/vlprune}
@@ -33,9 +35,9 @@ $VLP train --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v2" --tasks itc,i
     --log-every 20 --init-from "$RUNS/toy-clip-v6/model" --init-parts visual,visual_proj
 
 # 3. toy-fusion VQA fine-tuning, keeping ITC, ITM and the scene probes on so one checkpoint serves retrieval
-#    and VQA.
+#    and VQA. Launched for 600 steps and stopped at step 300 (VQA accuracy had plateaued; see docs/training.md).
 $VLP train --model toy-fusion --out "$RUNS/toy-fusion-vqa-v2" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
-    --steps "${VQA_STEPS:-600}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
+    --steps 600 --until "${VQA_UNTIL:-300}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v2/model"
 
 mkdir -p src/vlprune/assets/toy-clip src/vlprune/assets/toy-fusion

@@ -1,5 +1,6 @@
 """Evaluate the bundled models and write docs/results.md + docs/results.json (every number in them comes
-from this script; re-run it after retraining: `.venv/bin/python scripts/write_results.py`)."""
+from this script; re-run it after retraining: `.venv/bin/python scripts/write_results.py`; `--render` only
+re-writes results.md from results.json)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def training_summary(run: Path) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--render"]:  # re-write results.md from results.json without evaluating again
+        docs = ROOT / "docs"
+        (docs / "results.md").write_text(render(json.loads((docs / "results.json").read_text())))
+        return
     torch.set_num_threads(2)
     results = []
     for name, task, rerank_k in JOBS:
@@ -97,14 +102,19 @@ def floor_rows(results: list[dict]) -> list[str]:
             for name, value in reached.items()]
 
 
+ON_BUNDLED = ("token-reduction.md", "mope.md", "smarttrim.md")  # pages measured on the bundled weights
+
+
 def page_status(page: str) -> str:
     """'' if the page was measured on the bundled models as shipped (the SHA-256 its JSON records), else why not."""
     md = ROOT / "docs" / "results" / page
     if not md.exists():
         return " — *not generated yet*"
+    if page not in ON_BUNDLED:
+        return ""
     recorded = json.loads(md.with_suffix(".json").read_text()).get("model_sha256")
     if recorded is None:
-        return ""  # pages that do not depend on the bundled weights (the port's speed) record none
+        return " — **measured on an earlier bundled model** (its JSON records none): re-run its script to refresh it"
     stale = sorted(name for name, digest in recorded.items() if digest != weights_sha256(name))
     return (f" — **measured on an earlier {', '.join(stale)}**: re-run its script to refresh it" if stale else "")
 
