@@ -159,7 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = load(args.model) if _has_weights(args.model) else create_model(args.model)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    rows = bench_image_tower(model, args.methods, batches, args.warmup, args.iters, args.device, dtype)
+    rows = bench_image_tower(model, args.methods, batches, args.warmup, args.iters, args.device, dtype, args.rounds)
     header = ("method", "batch", "img/s", "ms", "GFLOPs", "speedup", "ideal", "peak MB")
     print(f"{header[0]:<28} " + " ".join(f"{h:>9}" for h in header[1:]))
     for r in rows:
@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default="1,32,64")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds over the methods (each keeps the median of its round medians)")
     p.add_argument("--threads", type=int, help="torch threads (recorded in every row)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
