@@ -13,7 +13,7 @@ from vlprune.data.images import Preprocess
 from vlprune.data.toyworld import ANSWERS, Scene, ToyWorld, cell_targets, colour_targets, render
 from vlprune.tokenizer import WordTokenizer
 
-SCENE_TARGETS = ("image_cells", "caption_cells", "image_colours", "caption_colours", "caption_colours_known")
+SCENE_TARGETS = ("image_cells", "image_colours", "caption_colours", "caption_colours_known")
 
 
 def to_pixels(images: Sequence[np.ndarray], vision: VisionConfig) -> torch.Tensor:
@@ -42,12 +42,11 @@ class ToyPairs:
 
 
 def _item(index: int, scene: Scene, image_size: int) -> dict:
-    image_cells, caption_cells = cell_targets(scene)
     image_colours, caption_colours, caption_known = colour_targets(scene)
     return {"index": index, "image": render(scene, image_size), "caption": scene.caption,
             "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type,
-            "image_cells": image_cells, "caption_cells": caption_cells, "image_colours": image_colours,
-            "caption_colours": caption_colours, "caption_colours_known": caption_known}
+            "image_cells": cell_targets(scene), "image_colours": image_colours, "caption_colours": caption_colours,
+            "caption_colours_known": caption_known}
 
 
 @dataclass

@@ -195,24 +195,21 @@ def _alter(obj: ToyObject, objects: tuple[ToyObject, ...], rng: np.random.Genera
 # class 0 of each attribute is "no object" (image) or "nothing said" (caption)
 # colour, shape, size codes of an object in a cell; 0 is reserved for "none"
 ATTRIBUTE_CLASSES = {"colour": len(COLOURS) + 1, "shape": len(SHAPES) + 1, "size": len(SIZES) + 1}
+# entries per colour of ``colour_targets``: rows, columns, shapes, sizes
+COLOUR_TARGET_WIDTH = 2 * GRID + len(SHAPES) + len(SIZES)
 
 
 def _codes(colour: str, shape: str, size: str) -> tuple[int, int, int]:
     return list(COLOURS).index(colour) + 1, SHAPES.index(shape) + 1, SIZES.index(size) + 1
 
 
-def cell_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell targets for scene supervision (``vlprune.train.scene``), each int64 (3 attributes, cells): what
-    each cell of the image holds, and what the caption says is in each cell (a mention without a position says
-    nothing about any cell). Class 0 is "no object" / "nothing said"."""
+def cell_targets(scene: Scene) -> np.ndarray:
+    """Per-cell targets for scene supervision (``vlprune.train.scene``), int64 (3 attributes, cells): what each
+    cell of the image holds. Class 0 is "no object"."""
     image = np.zeros((3, GRID * GRID), dtype=np.int64)
     for obj in scene.objects:
         image[:, obj.cell] = _codes(obj.colour, obj.shape, obj.size)
-    caption = np.zeros((3, GRID * GRID), dtype=np.int64)
-    for mention in scene.mentions:
-        if mention.with_position:
-            caption[:, mention.obj.cell] = _codes(mention.obj.colour, mention.obj.shape, mention.obj.size)
-    return image, caption
+    return image
 
 
 def colour_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,7 +218,7 @@ def colour_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (caption), and which caption entries are decided (False: row and column of a colour mentioned without a
     position — the caption leaves them open)."""
     shape_at, size_at = 2 * GRID, 2 * GRID + len(SHAPES)
-    image = np.zeros((len(COLOURS), size_at + len(SIZES)), dtype=np.float32)
+    image = np.zeros((len(COLOURS), COLOUR_TARGET_WIDTH), dtype=np.float32)
     caption, known = np.zeros_like(image), np.ones_like(image, dtype=bool)
     for target, obj, placed in ([(image, o, True) for o in scene.objects]
                                 + [(caption, m.obj, m.with_position) for m in scene.mentions]):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprune.config import ModelConfig
-from vlprune.data.toyworld import ATTRIBUTE_CLASSES, COLOURS, GRID, SHAPES, SIZES
+from vlprune.data.toyworld import ATTRIBUTE_CLASSES, COLOUR_TARGET_WIDTH, COLOURS, GRID
 
 
 class SceneProbes(nn.Module):
@@ -47,7 +47,7 @@ class SceneProbes(nn.Module):
         self.model, self.patch_grid = model, grid
         classes = sum(ATTRIBUTE_CLASSES.values())
         self.image_cells = nn.Linear(vision.width, classes + 2 * GRID)
-        per_colour = len(COLOURS) * (2 * GRID + len(SHAPES) + len(SIZES))
+        per_colour = len(COLOURS) * COLOUR_TARGET_WIDTH
         self.image_colours = nn.Linear(config.embed_dim, per_colour)
         self.text_colours = nn.Linear(config.embed_dim, per_colour)
 
@@ -60,9 +60,8 @@ class SceneProbes(nn.Module):
     def losses(self, image_tokens: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor | None,
                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Cross-entropy of the cell probe (mean over cells and attributes; its row / column part under
-        ``scene_where``) and binary cross-entropy of the colour
-        probes (mean over decided entries); ``image_tokens`` are the final tokens, [CLS] first, all patches
-        present (no token reduction)."""
+        ``scene_where``) and binary cross-entropy of the colour probes (mean over decided entries);
+        ``image_tokens`` are the final tokens, [CLS] first, all patches present (no token reduction)."""
         if image_tokens.shape[1] != self.patch_grid**2 + 1:
             raise ValueError("task 'scene' needs every patch token; train it without a token-reduction method")
         cells = self.image_cells(self.cell_features(image_tokens[:, 1:]))
