@@ -81,7 +81,7 @@ def _row(result: dict) -> str:
             f"{c['text_gflops']:.3f} |")
 
 
-STAGES = ("toy-clip-v5", "toy-clip-v6", "toy-fusion-pretrain-v2", "toy-fusion-vqa-v2")
+STAGES = ("toy-clip-v8", "toy-clip-v9", "toy-fusion-pretrain-v3", "toy-fusion-vqa-v3")
 PAGES = {"token-reduction.md": "Token reduction (ELIP, TRIPS, EViT, ToMe, random): inference at matched GFLOPs, "
                                "speed, training cost and memory, the papers' claims",
          "mope.md": "MoPE-CLIP structured pruning vs magnitude / Taylor / every-other-layer / random",

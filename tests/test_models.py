@@ -315,3 +315,31 @@ def test_text_longer_than_max_length_raises(clip_model):
         clip_model.encode_text(torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\(B, L\)"):
         clip_model.encode_text(torch.zeros(5, dtype=torch.long))
+
+
+# -- position embedding initialisation ------------------------------------------------------------------
+
+def test_sincos_table_encodes_row_in_first_half_and_column_in_second():
+    from vlprune.models.vision import sincos_2d
+
+    table = sincos_2d(4, 16).reshape(4, 4, 16)
+    assert torch.allclose(table[:, :1, :8], table[:, :, :8])    # row half: the same along a row
+    assert torch.allclose(table[:1, :, 8:], table[:, :, 8:])    # column half: the same down a column
+    flat = table.reshape(16, 16)
+    distances = torch.cdist(flat, flat) + torch.eye(16) * 1e3
+    assert distances.min() > 0.1                                 # every position has its own code
+    assert table.abs().max() <= 1.0
+
+
+def test_sincos_init_sets_patch_positions_and_leaves_cls_at_zero():
+    from dataclasses import replace
+
+    from vlprune.models.vision import VisionTransformer, sincos_2d
+
+    cfg = replace(tiny_clip_config().vision, pos_embed_init="sincos")
+    vit = VisionTransformer(cfg)
+    grid = int(cfg.num_patches**0.5)
+    assert torch.equal(vit.pos_embed[0, 1:], sincos_2d(grid, cfg.width))
+    assert torch.count_nonzero(vit.pos_embed[0, 0]) == 0
+    normal = VisionTransformer(replace(cfg, pos_embed_init="normal"))
+    assert normal.pos_embed.std() < 0.05 < vit.pos_embed.std()

@@ -259,3 +259,15 @@ def test_metrics_jsonl(tmp_path):
     assert final == records[-1]
     assert trainer.fit() == final  # already complete: nothing runs, the last metrics come back
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_position_embeddings_and_cls_token_get_no_weight_decay():
+    from helpers.tiny import tiny_clip_config
+    from vlprune.models.io import build_model
+    from vlprune.train.trainer import default_param_groups
+
+    model = build_model(tiny_clip_config())
+    decayed = {id(p) for p in default_param_groups(model, 0.05)[0]["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert "visual.pos_embed" not in names and "visual.cls_token" not in names and "text.pos_embed" not in names
+    assert "visual.patch_embed.weight" in names

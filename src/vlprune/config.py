@@ -16,6 +16,7 @@ from typing import Any
 FORMAT_VERSION = 1
 RESIZE_MODES = ("shortest", "squash")
 CROP_OFFSETS = ("floor", "round")
+POS_EMBED_INITS = ("normal", "sincos")
 
 
 class ConfigError(ValueError):
@@ -148,7 +149,13 @@ class TowerConfig:
 
 @dataclass(frozen=True)
 class VisionConfig(TowerConfig):
-    """ViT: patch embedding, [CLS], learned position embeddings, blocks, final norm on [CLS]."""
+    """ViT: patch embedding, [CLS], learned position embeddings, blocks, final norm on [CLS].
+
+    ``pos_embed_init``: how the learned position embeddings start. ``"normal"`` (std 0.02, as CLIP/ViT) or
+    ``"sincos"``: the fixed 2-D sine-cosine table of MAE (half the channels encode the row, half the column;
+    values in [-1, 1]), a position signal as strong as the patch embeddings from step 0. Only initialisation:
+    a loaded checkpoint overrides it, so converted models are unaffected.
+    """
 
     image_size: int = 64
     patch_size: int = 8
@@ -159,6 +166,7 @@ class VisionConfig(TowerConfig):
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     resize: str = "shortest"   # preprocessing: "shortest" edge + centre crop (CLIP) or "squash" to a square (BLIP)
     crop_offset: str = "floor"  # centre-crop offset: "floor" (HF image processors) or "round" (torchvision, open_clip)
+    pos_embed_init: str = "normal"
 
     def __post_init__(self) -> None:
         self._validate_tower()
@@ -180,6 +188,10 @@ class VisionConfig(TowerConfig):
         _require(all(v > 0 for v in self.image_std), owner, "image_std", self.image_std, "positive numbers")
         _require(self.resize in RESIZE_MODES, owner, "resize", self.resize, f"one of {RESIZE_MODES}")
         _require(self.crop_offset in CROP_OFFSETS, owner, "crop_offset", self.crop_offset, f"one of {CROP_OFFSETS}")
+        _require(self.pos_embed_init in POS_EMBED_INITS, owner, "pos_embed_init", self.pos_embed_init,
+                 f"one of {POS_EMBED_INITS}")
+        if self.pos_embed_init == "sincos":
+            _require(self.width % 4 == 0, owner, "width", self.width, "a multiple of 4 (pos_embed_init='sincos')")
 
     @property
     def num_patches(self) -> int:

@@ -39,8 +39,10 @@ def bundled_dir(name: str) -> Path | None:
 
 
 def _toy_vision() -> VisionConfig:
+    """Sin-cos position init: with the default std-0.02 init, ITC never grew the position signal and the trained
+    towers could not tell where a patch was (docs/training.md, "Position")."""
     return VisionConfig(image_size=64, patch_size=8, width=128, num_layers=12, head_dim=32, num_heads=4,
-                        intermediate_size=512)
+                        intermediate_size=512, pos_embed_init="sincos")
 
 
 @register_model

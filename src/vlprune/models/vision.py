@@ -1,4 +1,5 @@
-"""ViT image encoder: patch embedding, [CLS], learned position embeddings, blocks, final norm."""
+"""ViT image encoder: patch embedding, [CLS], learned position embeddings (normal or 2-D sin-cos init), blocks,
+final norm."""
 
 from __future__ import annotations
 
@@ -10,6 +11,20 @@ from torch import nn
 
 from vlprune.config import VisionConfig
 from vlprune.models.layers import Block, ForwardContext, TokenState
+
+
+def sincos_2d(grid: int, width: int) -> torch.Tensor:
+    """(grid*grid, width) 2-D sine-cosine position table (MAE, Transformer eq. 5 per axis): the first half of
+    the channels encode the row, the second half the column, each as sin/cos at width/4 geometric frequencies."""
+    freq = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width // 4))
+    coords = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angle = pos.reshape(-1, 1) * freq
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
 
 
 class VisionTransformer(nn.Module):
@@ -28,7 +43,12 @@ class VisionTransformer(nn.Module):
         self.proportional_attn = False  # set by token-merging methods: keys get +log(size) (ToMe)
         self.trace_source = False       # track which patches each token covers (TokenState.source)
         nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.pos_embed, std=0.02)
+        if cfg.pos_embed_init == "sincos":
+            grid = int(cfg.num_patches**0.5)
+            with torch.no_grad():
+                self.pos_embed[0, 1:] = sincos_2d(grid, w)  # [CLS] keeps a zero position
+        else:
+            nn.init.normal_(self.pos_embed, std=0.02)
 
     def embed(self, pixel_values: torch.Tensor) -> TokenState:
         """Patch + position embedding; position embeddings are interpolated for other image sizes."""

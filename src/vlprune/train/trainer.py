@@ -182,10 +182,15 @@ class TrainContext:
 Objective = Callable[[nn.Module, Any, TrainContext], dict[str, torch.Tensor]]
 
 
+NO_DECAY_NAMES = ("pos_embed", "cls_token")  # like timm's ``no_weight_decay``: decay would erase position
+
+
 def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on trainable parameters with ndim >= 2, none on biases, norms, scalars."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    """AdamW groups: weight decay on trainable matrices (ndim >= 2); none on biases, norms, scalars, position
+    embeddings and [CLS] tokens."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and not n.endswith(NO_DECAY_NAMES)]
+    no_decay = [p for n, p in params if p.ndim < 2 or n.endswith(NO_DECAY_NAMES)]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
