@@ -79,20 +79,30 @@ def _text_states(model: Model, tokenizer: WordTokenizer, texts: list[str], batch
         ids, mask = tokenizer([texts[i] for i in idx])
         state = model.text(ids, mask)
         embs.append(model.text_embedding(state, ids, mask, normalize=True))
-        tokens.append((model.fusion_input(ids, mask, state) if isinstance(model, FusionModel) else state).x)
-        masks.append(mask)
+        fusion_in = model.fusion_input(ids, mask, state) if isinstance(model, FusionModel) else state
+        tokens.append(fusion_in.x)
+        masks.append(mask if fusion_in.mask is None else fusion_in.mask.long())
         if with_guides:
             guides.append(model.guide_from_text(state, ids, mask))
-    return _Texts(torch.cat(embs), torch.cat(tokens), torch.cat(masks), torch.cat(guides) if guides else None)
+    return _Texts(torch.cat(embs), _pad_cat(tokens), _pad_cat(masks), torch.cat(guides) if guides else None)
+
+
+def _pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate batches along dim 0, zero-padding dim 1 to the longest (pruned text is shorter per batch;
+    the zero mask entries keep the padding out of attention)."""
+    length = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, [0, 0] * (p.ndim - 2) + [0, length - p.shape[1]]) for p in parts])
 
 
 def _costs(model: Model, text_length: int) -> dict:
     """Params and analytic GFLOPs, following the token schedule of any reduction method on the model."""
     schedule = token_schedule(model)
     reduction = model.reduction
+    text_reduction = getattr(model, "text_reduction", None)
     return {"params": model.num_params(), "vision_params": model.num_params("vision"),
             "text_params": model.num_params("text"), **reduced_gflops(model, text_length),
             "method": reduction.to_dict() if reduction else {"method": "none"},
+            **({"text_method": text_reduction.to_dict()} if text_reduction else {}),
             "token_schedule": [list(pair) for pair in schedule]}
 
 

@@ -35,6 +35,7 @@ class DualTowerModel(nn.Module):
         self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=config.proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         self.reduction = None  # the token-reduction config ``vlprune.apply`` installed, if any
+        self.text_reduction = None  # the text-token pruning config ``apply_text_pruning`` installed, if any
 
     def _init(self) -> None:
         for module in self.modules():
@@ -58,8 +59,11 @@ class DualTowerModel(nn.Module):
 
     def text_embedding(self, state: TokenState, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        normalize: bool = False) -> torch.Tensor:
-        """Project the pooled token ([CLS] or end-of-text) of a finished text tower pass."""
+        """Project the pooled token ([CLS] or end-of-text) of a finished text tower pass (found through
+        ``state.source`` when text tokens were pruned)."""
         idx = self.text.pool_index(input_ids, attention_mask)
+        if state.source is not None:
+            idx = state.source[torch.arange(len(idx), device=idx.device), :, idx].argmax(dim=1)
         emb = self.text_proj(state.x[torch.arange(len(idx), device=idx.device), idx])
         return F.normalize(emb, dim=-1) if normalize else emb
 

@@ -61,10 +61,17 @@ class FusionModel(DualTowerModel):
             raise ValueError(f"got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts: ITM and VQA score "
                              "image-text pairs, so pass one text per image (repeat the image for several texts; "
                              "for all-pairs similarity use encode_image / encode_text)")
-        text = self.text(input_ids, attention_mask)
-        guide = self.guide_from_text(text) if self.reduction is not None else None
-        fused = self.fuse(self.fusion_input(input_ids, attention_mask, text), self.visual(pixel_values, guide=guide))
-        return fused.x[:, 0]
+        if getattr(self.text_reduction, "strategy", None) == "learned":  # the image guides the text: image first
+            if self.reduction is not None:
+                raise ValueError("image-guided text pruning and text-guided image token reduction each need the "
+                                 "other modality first; turn one off (vlprune.apply(model, None))")
+            image = self.visual(pixel_values)
+            text = self.text(input_ids, attention_mask, image_embedding=self.image_embedding(image, normalize=True))
+        else:
+            text = self.text(input_ids, attention_mask)
+            guide = self.guide_from_text(text) if self.reduction is not None else None
+            image = self.visual(pixel_values, guide=guide)
+        return self.fuse(self.fusion_input(input_ids, attention_mask, text), image).x[:, 0]
 
     def itm_logits(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:

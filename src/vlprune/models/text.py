@@ -76,8 +76,15 @@ class TextTransformer(nn.Module):
             return attention_mask.long().sum(dim=1) - 1
         return input_ids.argmax(dim=1)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TokenState:
-        """Text-only pass over the unimodal layers (``cfg.unimodal_layers``); returns final tokens."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                image_embedding: torch.Tensor | None = None) -> TokenState:
+        """Text-only pass over the unimodal layers (``cfg.unimodal_layers``); returns final tokens.
+        ``image_embedding`` (B, embed_dim), normalised: the paired image, for image-guided text-token pruning."""
         state = self.embed(input_ids, attention_mask)
-        state = self.run(state, self.context(), 0, self.cfg.unimodal_layers, use_cross=False)
+        ctx = self.context()
+        if any(block.pre_hook is not None for block in self.blocks):  # text-token pruning needs the pooled index
+            ctx.extras["pool_index"] = self.pool_index(input_ids, attention_mask)
+        if image_embedding is not None:
+            ctx.extras["image_embedding"] = image_embedding
+        state = self.run(state, ctx, 0, self.cfg.unimodal_layers, use_cross=False)
         return replace(state, x=self.norm(state.x))
