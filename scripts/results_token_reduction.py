@@ -110,6 +110,31 @@ def ablation_table(args) -> list[dict]:
     return rows
 
 
+def text_prune_table(args) -> list[dict]:
+    """ELIP's text-token ablation (section 4.3.1): 40 % of each caption's tokens dropped from the second half of the
+    text encoder, Random / Post / Learned (image-guided), training-free on toy-clip retrieval and toy-fusion VQA."""
+    from vlprune.data.toyworld import ToyWorld
+    from vlprune.reduce.text_tokens import TextPruneConfig, apply_text_pruning, text_schedule
+
+    world, rows = ToyWorld("val"), []
+    for name, task, count in (("toy-clip", "retrieval", args.count), ("toy-fusion", "vqa", args.vqa_count)):
+        model, tokenizer = vlprune.load(name), vlprune.load_tokenizer(name)
+        texts = [world.scene(i).question if task == "vqa" else world.scene(i).caption for i in range(count)]
+        lengths = tokenizer(texts)[1].sum(dim=1).tolist()
+        strategies = ["random", "post"] + (["learned"] if name == "toy-fusion" else [])
+        for strategy in [None, *strategies]:
+            config = TextPruneConfig(strategy=strategy, seed=0) if strategy else None
+            apply_text_pruning(model, config)
+            result = _evaluate(model, tokenizer, task, count)
+            kept = sum(sum(text_schedule(config, model.config.text, n)) for n in lengths)
+            full = sum(n * model.config.text.unimodal_layers for n in lengths)
+            rows.append({"model": name, "task": task, "strategy": strategy or "none (base)",
+                         "text token-layers kept": kept / full, **_score(task, result["metrics"])})
+            print(f"[text-prune] {name} {task} {strategy}: {_score(task, result['metrics'])}", flush=True)
+        apply_text_pruning(model, None)
+    return rows
+
+
 def speed_table(args) -> list[dict]:
     """One benchmark run per architecture: every variant at every cut against the base in the same process."""
     rows = []
@@ -205,8 +230,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the short training run per method")
     parser.add_argument("--twins", type=int, default=7, help="hard-negative twins per scene in the short training")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", nargs="+", default=["inference", "ablation", "speed", "train-cost",
-                                                          "short-train"])
+    parser.add_argument("--sections", nargs="+", default=["inference", "ablation", "text-prune", "speed",
+                                                          "train-cost", "short-train"])
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the pipeline, numbers mean little")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "token-reduction",
@@ -216,7 +241,8 @@ def main() -> None:
         args.count, args.vqa_count, args.bench_iters, args.vitb_iters, args.train_steps = 40, 40, 1, 1, 2
         args.bench_warmup, args.train_iters, args.vitb_batches, args.train_batch = 0, 1, [1, 2], 8
     torch.set_num_threads(args.threads)
-    sections = {"inference": inference_table, "ablation": ablation_table, "speed": speed_table,
+    sections = {"inference": inference_table, "ablation": ablation_table, "text-prune": text_prune_table,
+                "speed": speed_table,
                 "train-cost": training_cost_table, "short-train": short_training_table}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "token-reduction.json"
