@@ -30,7 +30,15 @@ from vlprune.reduce import EViTConfig, ToMeConfig, TRIPSConfig, apply
 from vlprune.report.trim_maps import token_maps
 from vlprune.train.trainer import TrainConfig
 from vlprune.trim import SmartTrim, SmartTrimConfig
-from vlprune.trim.evaluate import adaptivity, batch1_latency, retrieval_run, static_scorer, trim_scorer, vqa_run
+from vlprune.trim.evaluate import (
+    adaptivity,
+    batch1_inputs,
+    batch1_latency,
+    retrieval_run,
+    static_scorer,
+    trim_scorer,
+    vqa_run,
+)
 from vlprune.trim.flops import static_gflops
 from vlprune.trim.michel import head_importance, select_heads
 from vlprune.trim.train import load_trimmed, train_smarttrim
@@ -228,11 +236,7 @@ def latency_section(runner: Runner, trims: dict[str, SmartTrim]) -> dict:
     heads physically removed), on the same inputs, text unpadded for all; beside the FLOP-ideal speedup."""
     count, world = runner.args.latency_count, runner.world
     vision = trims["base-ft"].model.config.vision
-    inputs = []
-    for i in range(count):
-        ids, mask = runner.tokenizer([world.scene(i).question])
-        n = int(mask.sum())
-        inputs.append((to_pixels([world.image(i)], vision), ids[:, :n], mask[:, :n]))
+    inputs = batch1_inputs(runner.tokenizer, world, vision, count)
     runs = {name: (lambda i, t=trim, mode="full" if name == "base-ft" else "hard": t(*inputs[i], mode))
             for name, trim in trims.items()}
     with torch.inference_mode():

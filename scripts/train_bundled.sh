@@ -31,7 +31,21 @@ $VLP train --model toy-fusion --out "$RUNS/toy-fusion-vqa-v3" --tasks vqa,itc:0.
     --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v3/model"
 
-mkdir -p src/vlprune/assets/toy-clip src/vlprune/assets/toy-fusion
-cp "$RUNS/toy-clip-v9/model/"{config.json,model.safetensors,tokenizer.json} src/vlprune/assets/toy-clip/
-cp "$RUNS/toy-fusion-vqa-v3/model/"{config.json,model.safetensors,tokenizer.json} src/vlprune/assets/toy-fusion/
-echo "bundled models written to src/vlprune/assets/"
+# 4. The demo's SmartTrim row: toy-fusion fine-tuned on VQA with SmartTrim (keep targets: image tokens 0.5, text
+#    tokens 0.7, heads 0.8; the trimmers learn at 100x the model's learning rate, as in scripts/results_smarttrim.py).
+$VLP train --model "$RUNS/toy-fusion-vqa-v3/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
+    --target-vision 0.5 --target-text 0.7 --target-heads 0.8 --set trimmer_lr_scale=100 \
+    --steps "${TRIM_STEPS:-100}" --batch-size 16 --lr 1e-4 --warmup-steps 10 --seed 0 --ckpt-every 50 --log-every 10
+
+# 5. The demo's MoPE-CLIP row: toy-clip's image tower pruned to half its parameters (width, distil, depth, distil).
+[ -f "$RUNS/toy-clip-mope/prune.json" ] || $VLP prune --model "$RUNS/toy-clip-v9/model" --out "$RUNS/toy-clip-mope" \
+    --method mope --stage finetune --tower vision --target-params 0.5 --distill-steps "${MOPE_DISTIL:-100}" --lr 1e-3
+
+A=src/vlprune/assets
+mkdir -p $A/toy-clip $A/toy-fusion $A/toy-fusion-smarttrim $A/toy-clip-mope/cost_tables
+cp "$RUNS/toy-clip-v9/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip/
+cp "$RUNS/toy-fusion-vqa-v3/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-fusion/
+cp "$RUNS/toy-fusion-smarttrim/model/"* $A/toy-fusion-smarttrim/
+cp "$RUNS/toy-clip-mope/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip-mope/
+cp "$RUNS/toy-clip-mope/cost_tables/"*.json $A/toy-clip-mope/cost_tables/
+echo "bundled models written to $A/"

@@ -6,6 +6,7 @@ import json
 import pytest
 
 import vlprune
+from helpers.tiny import tiny_clip_config
 from vlprune.cli import main
 from vlprune.config import ConfigError
 from vlprune.eval.bench import bench_image_tower, write_rows
@@ -35,6 +36,17 @@ def test_bench_rows_and_files(clip_config, tmp_path):
     write_rows(rows, tmp_path / "b.json")
     assert len(list(csv.DictReader((tmp_path / "b.csv").open()))) == 4
     assert json.loads((tmp_path / "b.json").read_text())["rows"][2]["method"].startswith("evit")
+
+
+def test_bench_times_other_models_against_the_same_base(clip_config):
+    model = vlprune.build_model(clip_config)
+    smaller = vlprune.build_model(tiny_clip_config(vision={"num_layers": 1}))
+    rows = bench_image_tower(model, ["none"], batch_sizes=(2,), warmup=1, iters=2, rounds=1,
+                             others={"one layer": smaller})
+    base, other = rows
+    assert (other.method, other.params) == ("one layer", smaller.num_params("vision"))
+    assert other.ideal_speedup == pytest.approx(base.vision_gflops / other.vision_gflops) and other.ideal_speedup > 1
+    assert other.measured_speedup == pytest.approx(other.images_per_s / base.images_per_s)
 
 
 def test_eval_with_a_method_records_config_schedule_and_lower_gflops(clip_config, tokenizer, tmp_path):

@@ -9,23 +9,60 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import vlprune
 from vlprune.cli import main
 from vlprune.reduce.budget import VARIANTS
 from vlprune.registry import bundled_dir
+from vlprune.structured import PrunePlan, prune
+from vlprune.structured.budget import target_count, width_plan
+from vlprune.structured.importance import magnitude_table
+from vlprune.trim import SmartTrim, SmartTrimConfig
+from vlprune.trim.train import load_trimmed, save_trimmed
 
 pytestmark = pytest.mark.skipif(not (bundled_dir("toy-clip") and bundled_dir("toy-fusion")),
                                 reason="bundled models not trained yet (scripts/train_bundled.sh)")
 
 
+def _smarttrim_checkpoint(directory: Path) -> None:
+    """toy-fusion with random trimmer weights (untrained: decisions vary per input), saved as SmartTrim saves."""
+    trim = SmartTrim(vlprune.load("toy-fusion"), SmartTrimConfig())
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in trim.trimmers.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    save_trimmed(trim.eval(), directory, vlprune.load_tokenizer("toy-fusion"))
+
+
+def _pruned_checkpoint(directory: Path) -> None:
+    """toy-clip's image tower width-pruned to 60 % by magnitude (no distillation), with a width and a depth cost
+    table in cost_tables/ as `vlprune prune` writes them."""
+    model = vlprune.load("toy-clip")
+    width = magnitude_table(model, "vision", ("head", "group"))
+    width.info["step"] = "width"
+    pruned = prune(model, PrunePlan({"vision": width_plan(model, width, target_count(model, "vision", 0.6))}))
+    vlprune.save(pruned, directory, vlprune.load_tokenizer("toy-clip"))
+    depth = magnitude_table(pruned, "vision", ("layer",))
+    depth.info["step"] = "depth"
+    width.save(directory / "cost_tables" / "0-vision-width.json")
+    depth.save(directory / "cost_tables" / "1-vision-depth.json")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One small demo run (24 pairs; 12 per method) shared by the tests of this file."""
-    from vlprune.demo import run_demo
+    """One small demo run (24 pairs; 12 per method) shared by the tests of this file, on an assets directory with
+    the bundled models and test-made SmartTrim / MoPE-CLIP checkpoints."""
+    from vlprune.demo import SHIPPED, run_demo
 
+    assets = tmp_path_factory.mktemp("assets")
+    for name in ("toy-clip", "toy-fusion"):
+        (assets / name).symlink_to(bundled_dir(name))
+    _smarttrim_checkpoint(assets / SHIPPED["SmartTrim"][0])
+    _pruned_checkpoint(assets / SHIPPED["MoPE-CLIP"][0])
     out = tmp_path_factory.mktemp("demo")
-    rows = run_demo(out, count=24, method_count=12)
+    rows = run_demo(out, count=24, method_count=12, assets=assets)
     return out, rows
 
 
@@ -34,20 +71,67 @@ def test_demo_writes_table_results_and_report(demo_run, capsys):
     printed = (tmp_path / "table.txt").read_text()
     assert [(r["model"], r["task"]) for r in rows[:4]] == [("toy-clip", "retrieval"), ("toy-clip", "zeroshot"),
                                                             ("toy-fusion", "retrieval"), ("toy-fusion", "vqa")]
-    assert [r["method"] for r in rows[4:]][:1] == ["base"] and len(rows) == 4 + 1 + len(VARIANTS)
+    assert [r["method"] for r in rows[4:]][:1] == ["base"] and len(rows) == 4 + 1 + len(VARIANTS) + 2
+    assert [r["method"] for r in rows[-2:]] == ["MoPE-CLIP", "SmartTrim"]
     base_gflops = rows[4]["vision_gflops"]
-    assert all(abs(r["vision_gflops"] / base_gflops - 0.7) < 0.02 for r in rows[5:])  # matched at a 30 % cut
+    assert all(abs(r["vision_gflops"] / base_gflops - 0.7) < 0.02 for r in rows[5:-2])  # matched at a 30 % cut
     assert "vision_gflops" in printed.splitlines()[0] and "ideal speedup" in printed
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0.0 <= results["base"][0]["metrics"]["image_retrieval_recall@1"] <= 1.0
     assert results["base"][3]["metrics"]["questions"] == 24
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<table>") == 2 and page.count("<tr>") == 5 + 1 + 1 + len(VARIANTS)
+    assert page.count("<table>") == 2 and page.count("<tr>") == 5 + 1 + 1 + len(VARIANTS) + 2
     assert "Accuracy vs analytic image-tower GFLOPs" in page and "Token-keep maps" in page
+    assert "SmartTrim: per-instance image-tower GFLOPs" in page and "MoPE-CLIP cost tables" in page
     (tmp_path / "report.html").unlink()
     assert main(["report", str(tmp_path)]) == 0 and (tmp_path / "report.html").read_text() == page
     images = re.findall(r'src="([^"]+)"', page)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
+
+
+def test_smarttrim_row_is_the_mean_of_its_per_instance_gflops(demo_run):
+    run_dir, _ = demo_run
+    results = json.loads((run_dir / "results.json").read_text())
+    row = next(r for r in results["methods"] if r["method"] == "SmartTrim")
+    per_instance = results["smarttrim"]["vqa"]["per_instance"]["gflops"]
+    assert len(per_instance) == 12 and row["vision_gflops"] == pytest.approx(np.mean(per_instance))
+    assert row["vision_gflops"] < results["smarttrim"]["base_vision_gflops"]
+    trim = load_trimmed(results["smarttrim"]["checkpoint"])
+    assert row["params"] == trim.model.num_params() + trim.trimmer_params()
+    assert row["toy-fusion VQA acc"] == results["smarttrim"]["vqa"]["vqa_accuracy"]
+    assert row["img/s"] == row["toy-clip IR@1"] == "—" and row["speedup"] > 0
+    latency = results["smarttrim"]["latency"]
+    assert row["ideal speedup"] == pytest.approx(latency["pair_gflops"]["base"] / latency["pair_gflops"]["SmartTrim"])
+
+
+def test_mope_row_and_cost_table_heat_maps(demo_run):
+    from vlprune.report.run_report import cost_table_figure, cost_table_panels
+
+    run_dir, _ = demo_run
+    results = json.loads((run_dir / "results.json").read_text())
+    row = next(r for r in results["methods"] if r["method"] == "MoPE-CLIP")
+    base = next(r for r in results["methods"] if r["method"] == "base")
+    assert row["params"] < base["params"] and row["vision_gflops"] < base["vision_gflops"]
+    assert row["toy-fusion VQA acc"] == "—" and 0.0 <= row["toy-clip IR@1"] <= 1.0 and row["img/s"] > 0
+    assert row["ideal speedup"] == pytest.approx(base["vision_gflops"] / row["vision_gflops"])
+    tables = results["mope"]["cost_tables"]
+    assert [t["file"] for t in tables] == ["0-vision-width.json", "1-vision-depth.json"]
+    panels = cost_table_panels(tables)
+    width, depth = tables
+    assert [grid.shape for _, _, grid in panels] == [(12, len(width["heads"][0])), (12, 8), (len(depth["layers"]), 1)]
+    assert np.array_equal(panels[1][2], np.array(width["neuron_groups"]))
+    figure = cost_table_figure(panels)
+    assert [ax.images[0].get_array().shape for ax in figure.axes if ax.images] == [g.shape for _, _, g in panels]
+
+
+def test_absent_checkpoints_are_skipped_with_one_line_each(tmp_path, capsys):
+    from vlprune.demo import SHIPPED, shipped_checkpoints
+
+    assert shipped_checkpoints(tmp_path) == {}
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(SHIPPED)
+    for line, (row, (name, script)) in zip(lines, SHIPPED.items()):
+        assert line.startswith(f"skipping the {row} row") and str(tmp_path / name) in line and script in line
 
 
 CHROMIUM = shutil.which(os.environ.get("VLPRUNE_CHROMIUM", "chromium"))
@@ -79,7 +163,7 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     found = re.search(r"images=(\d+) broken=(\d+) tables=(\d+)", dom)
     assert found, "the check script did not run in Chromium"
     images, broken, tables = map(int, found.groups())
-    assert images == page.count("<img") and images >= 3 and broken == 0 and tables == 2
+    assert images == page.count("<img") and images >= 6 and broken == 0 and tables == 2
     shot = Path(os.environ.get("VLPRUNE_SCREENSHOT", tmp_path / "report.png")).resolve()
     shot.parent.mkdir(parents=True, exist_ok=True)
     _chromium(f"--screenshot={shot}", "--window-size=1280,2000", (run_dir / "report.html").as_uri())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vlprune.eval.flops import model_gflops
 from vlprune.trim import SmartTrim, SmartTrimConfig
 from vlprune.trim.flops import record_gflops, static_gflops
 from vlprune.trim.model import MODES
@@ -76,6 +77,20 @@ def test_trimming_lowers_per_instance_flops(fusion_model, tokenizer):
     base = static_gflops(fusion_model.config, [(vision.num_patches + 1,) * 2] * vision.num_layers, mask.sum(1))
     assert full == pytest.approx(base)
     assert (trimmed < full).all()
+
+
+def test_vision_only_flops_are_the_image_towers(fusion_model, tokenizer):
+    pixels, ids, mask = _inputs(tokenizer)
+    untrimmed = SmartTrim(fusion_model, SmartTrimConfig(tokens="off", heads="off"))
+    trim = _randomise(SmartTrim(fusion_model, SmartTrimConfig()).eval())
+    with torch.no_grad():
+        full = record_gflops(untrimmed, untrimmed(pixels, ids, mask, "full").record, vision_only=True)
+        record = trim(pixels, ids, mask).record
+    assert full == pytest.approx([model_gflops(fusion_model.config)["vision_gflops"]] * 3)
+    vision, text = trim.trimmer_macs(record, "vision"), trim.trimmer_macs(record, "text")
+    assert torch.equal(vision + text, trim.trimmer_macs(record)) and (vision > 0).all() and (text > 0).all()
+    trimmed = record_gflops(trim, record, vision_only=True)
+    assert (trimmed < full).all() and (trimmed < record_gflops(trim, record)).all()
 
 
 def test_soft_mode_is_differentiable_and_in_range(fusion_model, tokenizer):

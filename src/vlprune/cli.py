@@ -75,12 +75,21 @@ def _train_smarttrim(args: argparse.Namespace, config) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from vlprune.eval.evaluate import evaluate
+    from vlprune.trim.evaluate import evaluate_trimmed
+    from vlprune.trim.train import is_trimmed, load_trimmed
 
     torch.set_num_threads(args.threads) if args.threads else None
-    model = load(args.model)
-    if args.method != "none":
-        apply(model, method_config(args.method, **parse_settings(args.set, "--set")))
-    result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k)
+    if is_trimmed(args.model):
+        if args.method != "none":
+            raise ValueError(f"--method {args.method}: {args.model} is a SmartTrim checkpoint, whose trimmers already "
+                             "choose the tokens and heads per input; drop --method (or give its base model)")
+        result = evaluate_trimmed(load_trimmed(args.model), load_tokenizer(args.model), args.task, args.data,
+                                  args.batch_size, args.rerank_k)
+    else:
+        model = load(args.model)
+        if args.method != "none":
+            apply(model, method_config(args.method, **parse_settings(args.set, "--set")))
+        result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k)
     result["threads"] = torch.get_num_threads()
     text = json.dumps(result, indent=2)
     if args.out:
@@ -240,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")
-    p.add_argument("--model", required=True, help="bundled model name or checkpoint directory")
+    p.add_argument("--model", required=True, help="bundled model name or checkpoint directory (a SmartTrim "
+                   "checkpoint is evaluated with its trimmers on: vqa or retrieval)")
     p.add_argument("--task", default="retrieval", choices=["retrieval", "zeroshot", "vqa"])
     p.add_argument("--data", default="toyworld:val", help="toyworld:SPLIT[:COUNT]")
     p.add_argument("--out", help="write the result JSON here")

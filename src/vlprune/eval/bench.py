@@ -99,45 +99,48 @@ def random_text_guide(model, batch: int, device: torch.device, length: int = 16)
 
 def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] = (1, 32, 64), warmup: int = 3,
                       iters: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                      rounds: int = 3) -> list[BenchRow]:
-    """Benchmark ``encode_image`` for every method spec (``none`` first is the speedup reference).
+                      rounds: int = 3, others: dict[str, object] | None = None) -> list[BenchRow]:
+    """Benchmark ``encode_image`` for every method spec (``none`` first is the speedup reference), then for every
+    model of ``others`` (label -> model, e.g. a structurally pruned copy; no method), against the same reference.
 
-    The methods are timed in ``rounds`` interleaved rounds (base, A, B, ..., base, A, B, ...) and each keeps
+    The runs are timed in ``rounds`` interleaved rounds (base, A, B, ..., base, A, B, ...) and each keeps
     the median of its per-round medians, so a cold start or a burst of load elsewhere does not land on one
     method only (measured: timing the base once, first, made every method look faster than its ideal)."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds}: expected at least 1")
     dev = torch.device(device)
-    model = model.to(dev, dtype).eval()
-    vision = model.config.vision
+    runs = [(label, model, config) for label, config in (parse_method(spec) for spec in methods)]
+    runs += [(label, other, None) for label, other in (others or {}).items()]
+    for _, net, _ in runs:
+        net.to(dev, dtype).eval()
     base_gflops = model_gflops(model.config)["vision_gflops"]
-    configs = [parse_method(spec) for spec in methods]
     seconds: dict[tuple[int, int], list[float]] = {}
     peaks: dict[tuple[int, int], list[float]] = {}
     for _ in range(rounds):
-        for m, (_, config) in enumerate(configs):
-            apply(model, config)
+        for m, (_, net, config) in enumerate(runs):
+            apply(net, config)
+            vision = net.config.vision
             for batch in batch_sizes:
                 pixels = torch.randn(batch, vision.channels, vision.image_size, vision.image_size, device=dev,
                                      dtype=dtype)
-                guide = random_text_guide(model, batch, dev).to(dtype)
+                guide = random_text_guide(net, batch, dev).to(dtype)
                 with torch.inference_mode():
-                    took, peak = measure(partial(model.encode_image, pixels, guide=guide), warmup, iters, dev)
+                    took, peak = measure(partial(net.encode_image, pixels, guide=guide), warmup, iters, dev)
                 seconds.setdefault((m, batch), []).append(took)
                 if peak is not None:
                     peaks.setdefault((m, batch), []).append(peak)
     rows: list[BenchRow] = []
     base_speed: dict[int, float] = {}
-    for m, (label, config) in enumerate(configs):
-        apply(model, config)
-        gflops = vision_gflops(model)
+    for m, (label, net, config) in enumerate(runs):
+        apply(net, config)
+        gflops = vision_gflops(net)
         for batch in batch_sizes:
             median = statistics.median(seconds[(m, batch)])
             speed = batch / median
-            if config is None:
+            if config is None and net is model:
                 base_speed[batch] = speed
-            rows.append(BenchRow(model.config.name, label, json.dumps(config.to_dict() if config else {}),
-                                 batch, speed, 1000 * median, gflops, model.num_params("vision"),
+            rows.append(BenchRow(net.config.name, label, json.dumps(config.to_dict() if config else {}),
+                                 batch, speed, 1000 * median, gflops, net.num_params("vision"),
                                  max(peaks[(m, batch)]) if (m, batch) in peaks else None,
                                  torch.get_num_threads(), dev.type, str(dtype).replace("torch.", ""),
                                  speed / base_speed[batch] if batch in base_speed else float("nan"),

@@ -23,6 +23,7 @@ from vlprune.reduce.base import apply, reduced_gflops, token_schedule
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
+FLOP_COUNTER = "analytic, GFLOPs = 2 x MACs, matmuls incl. attention"
 
 
 def parse_data(spec: str, task: str) -> tuple[str, int | None]:
@@ -233,5 +234,5 @@ def evaluate(model: Model, tokenizer: WordTokenizer, task: str, data: str = "toy
     else:
         metrics = evaluate_vqa(model, tokenizer, world, count, batch_size)
     return {"task": task, "data": f"toyworld:{split}", "model": model.config.name, "metrics": metrics,
-            "costs": _costs(model, tokenizer.max_length), "flop_counter": "analytic, GFLOPs = 2 x MACs, matmuls "
-            "incl. attention", "seconds": time.perf_counter() - start}
+            "costs": _costs(model, tokenizer.max_length), "flop_counter": FLOP_COUNTER,
+            "seconds": time.perf_counter() - start}

@@ -13,7 +13,7 @@ import torch
 from vlprune.config import VisionConfig
 from vlprune.data.pairs import to_pixels
 from vlprune.data.toyworld import ANSWERS, ToyWorld, positives
-from vlprune.eval.evaluate import reranked_metrics
+from vlprune.eval.evaluate import FLOP_COUNTER, parse_data, reranked_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.models.fusion import FusionModel
 from vlprune.reduce.base import apply, token_schedule
@@ -25,13 +25,14 @@ from vlprune.trim.model import SmartTrim, TrimRecord
 Scorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, np.ndarray, TrimRecord | None]]
 
 
-def trim_scorer(trim: SmartTrim, task: str, mode: str = "masked") -> Scorer:
-    """Scores pairs with ``trim`` (``task`` ``vqa`` or ``itm``); ``masked`` takes the hard decisions batched."""
+def trim_scorer(trim: SmartTrim, task: str, mode: str = "masked", vision_only: bool = False) -> Scorer:
+    """Scores pairs with ``trim`` (``task`` ``vqa`` or ``itm``); ``masked`` takes the hard decisions batched.
+    ``vision_only``: the GFLOPs are the image tower's (``record_gflops``), not the whole pair's."""
     head = trim.model.vqa_head if task == "vqa" else trim.model.itm_head
 
     def score(pixels, ids, mask):
         out = trim(pixels, ids, mask, mode)
-        return head(out.cls), record_gflops(trim, out.record), out.record
+        return head(out.cls), record_gflops(trim, out.record, vision_only), out.record
 
     return score
 
@@ -98,6 +99,53 @@ def retrieval_run(score: Scorer, model: FusionModel, tokenizer: WordTokenizer, w
     truth = torch.from_numpy(positives(world, count))
     metrics = reranked_metrics(similarity, rerank_k, itm, batch_size, truth)
     return {**metrics, "gflops": distribution(np.concatenate(flops)), "pairs": count, "rerank_k": rerank_k}
+
+
+TRIM_TASKS = ("vqa", "retrieval")
+STATS = ("mean", "p10", "p50", "p90")
+
+
+def evaluate_trimmed(trim: SmartTrim, tokenizer: WordTokenizer, task: str, data: str = "toyworld:val",
+                     batch_size: int = 128, rerank_k: int = 16) -> dict:
+    """``vlprune eval`` of a SmartTrim checkpoint, trimmers on (hard 0/1 decisions, batched as ``trim_scorer``'s
+    ``masked``): the task's usual metrics, params with the trimmers', and the per-instance GFLOPs (per question,
+    or per ITM-re-scored pair; trimmers included) as mean and p10 / p50 / p90."""
+    if task not in TRIM_TASKS:
+        raise ValueError(f"--task {task!r}: a SmartTrim checkpoint trims a fusion model's image-text forward; "
+                         f"expected one of {TRIM_TASKS}")
+    if task == "retrieval" and rerank_k < 1:
+        raise ValueError(f"--rerank-k {rerank_k}: SmartTrim retrieval re-scores each query's top-k with its trimmed "
+                         "ITM; expected >= 1")
+    split, count = parse_data(data, task)
+    model = trim.eval().model
+    world = ToyWorld(split, image_size=model.config.vision.image_size)
+    count = len(world) if count is None else min(count, len(world))
+    start = time.perf_counter()
+    if task == "vqa":
+        metrics = vqa_run(trim_scorer(trim, "vqa"), model.config.vision, tokenizer, world, count, batch_size)
+    else:
+        metrics = retrieval_run(trim_scorer(trim, "itm"), model, tokenizer, world, count, rerank_k, batch_size)
+    gflops = metrics.pop("gflops")
+    metrics.pop("per_instance", None)
+    costs = {"params": model.num_params() + trim.trimmer_params(), "trimmer_params": trim.trimmer_params(),
+             "vision_params": model.num_params("vision"), "text_params": model.num_params("text")}
+    smarttrim = {"enabled": True, "config": trim.config.to_dict(), "decisions": "hard (0/1 masks)",
+                 "gflops_per": "question" if task == "vqa" else "ITM-re-scored pair",
+                 "gflops": {k: gflops[k] for k in STATS}}
+    return {"task": task, "data": f"toyworld:{split}", "model": model.config.name, "metrics": metrics,
+            "costs": costs, "smarttrim": smarttrim, "flop_counter": FLOP_COUNTER,
+            "seconds": time.perf_counter() - start}
+
+
+def batch1_inputs(tokenizer: WordTokenizer, world: ToyWorld, vision: VisionConfig, count: int
+                  ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The first ``count`` (pixels, question ids, mask) of ``world`` one by one, the text unpadded."""
+    inputs = []
+    for i in range(count):
+        ids, mask = tokenizer([world.scene(i).question])
+        n = int(mask.sum())
+        inputs.append((to_pixels([world.image(i)], vision), ids[:, :n], mask[:, :n]))
+    return inputs
 
 
 @torch.no_grad()

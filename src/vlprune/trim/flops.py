@@ -14,15 +14,20 @@ from vlprune.eval.flops import gflops, layer_macs, patch_embed_macs
 from vlprune.trim.model import SmartTrim, TrimRecord
 
 
+def _vision_macs(config: ModelConfig, vision_tokens: Sequence[tuple[int, int]], heads: dict[str, int]) -> int:
+    """Patch embedding and vision blocks at ``vision_tokens`` per layer, ``heads`` as in ``pair_macs``."""
+    vision = config.vision
+    return patch_embed_macs(vision) + sum(layer_macs(vision, i, attn, mlp, heads=heads.get(f"vision.{i}"))
+                                          for i, (attn, mlp) in enumerate(vision_tokens))
+
+
 def pair_macs(config: ModelConfig, vision_tokens: Sequence[tuple[int, int]], text_tokens: Sequence[int],
               heads: dict[str, int] | None = None) -> int:
     """Multiply-accumulates of one pair: ``vision_tokens`` (attention, MLP) tokens per vision layer, ``text_tokens``
     per text layer (the fusion layers' cross-attention sees the image tokens leaving the last vision layer);
     ``heads`` maps an attention module key (``vision.3``, ``text.4.cross``) to the heads it computed."""
-    vision, text, heads = config.vision, config.text, heads or {}
-    macs = patch_embed_macs(vision)
-    for i, (attn, mlp) in enumerate(vision_tokens):
-        macs += layer_macs(vision, i, attn, mlp, heads=heads.get(f"vision.{i}"))
+    text, heads = config.text, heads or {}
+    macs = _vision_macs(config, vision_tokens, heads)
     image_tokens = vision_tokens[-1][1]
     for i, n in enumerate(text_tokens):
         fusion = i >= text.fusion_start
@@ -31,17 +36,23 @@ def pair_macs(config: ModelConfig, vision_tokens: Sequence[tuple[int, int]], tex
     return macs
 
 
-def record_gflops(trim: SmartTrim, record: TrimRecord) -> np.ndarray:
-    """(B,) GFLOPs per pair of a forward's record, the trimmers' own cost included."""
+def record_gflops(trim: SmartTrim, record: TrimRecord, vision_only: bool = False) -> np.ndarray:
+    """(B,) GFLOPs per pair of a forward's record, the trimmers' own cost included. ``vision_only``: per image of
+    the image tower alone (patch embedding, blocks, [CLS] projection, as ``model_gflops``'s ``vision_gflops``;
+    the vision trimmers' cost included)."""
     config = trim.model.config
     counts = {name: record.counts(name).round().long().tolist() for name in record.keep}
-    overhead = trim.trimmer_macs(record).tolist()
+    overhead = trim.trimmer_macs(record, "vision" if vision_only else None).tolist()
     out = []
     for b, extra in enumerate(overhead):
         vision = [(counts[f"tokens:vision.{i}"][b],) * 2 for i in range(config.vision.num_layers)]
-        text = [counts[f"tokens:text.{i}"][b] for i in range(config.text.num_layers)]
         heads = {name.split(":")[1]: values[b] for name, values in counts.items() if name.startswith("heads:")}
-        out.append(gflops(pair_macs(config, vision, text, heads) + int(extra)))
+        if vision_only:
+            macs = _vision_macs(config, vision, heads) + config.vision.width * config.embed_dim
+        else:
+            macs = pair_macs(config, vision, [counts[f"tokens:text.{i}"][b] for i in range(config.text.num_layers)],
+                             heads)
+        out.append(gflops(macs + int(extra)))
     return np.array(out)
 
 

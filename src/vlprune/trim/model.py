@@ -256,10 +256,13 @@ class SmartTrim(nn.Module):
             out.update({g: at(self.config.target_heads) for g in ("heads:vision", "heads:text", "heads:text.cross")})
         return out
 
-    def trimmer_macs(self, record: TrimRecord) -> torch.Tensor:
-        """(B,) multiply-accumulates of the trimmers themselves, on the tokens present at each layer."""
+    def trimmer_macs(self, record: TrimRecord, tower: str | None = None) -> torch.Tensor:
+        """(B,) multiply-accumulates of the trimmers themselves, on the tokens present at each layer; ``tower``
+        (``vision`` or ``text``): of that tower's trimmers only."""
         total = torch.zeros(next(iter(record.keep.values())).shape[0], dtype=torch.float64)
         for name in record.keep:
+            if tower is not None and not name.split(":")[1].startswith(tower + "."):
+                continue
             module = self.trimmers[_module_key(name)] if _module_key(name) in self.trimmers else None
             if isinstance(module, TokenTrimmer):
                 present = (record.counts(name) - 1).round().tolist()

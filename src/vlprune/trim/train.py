@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
-from vlprune.models.io import CheckpointError, load, load_tokenizer, save
+from vlprune.models.io import CheckpointError, load, load_tokenizer, resolve, save
 from vlprune.tokenizer import WordTokenizer
 from vlprune.train.trainer import TrainConfig, Trainer, default_param_groups
 from vlprune.trim.config import SmartTrimConfig
@@ -52,9 +52,14 @@ def save_trimmed(trim: SmartTrim, directory: str | Path, tokenizer: WordTokenize
     return directory
 
 
-def load_trimmed(directory: str | Path) -> SmartTrim:
+def is_trimmed(name_or_dir: str | Path) -> bool:
+    """True when the checkpoint (directory or bundled name) was saved by ``save_trimmed``."""
+    return (resolve(name_or_dir) / TRIM_CONFIG).is_file()
+
+
+def load_trimmed(name_or_dir: str | Path) -> SmartTrim:
     """A ``SmartTrim`` saved by ``save_trimmed`` (strict: every trimmer weight must fit)."""
-    directory = Path(directory)
+    directory = resolve(name_or_dir)
     if not (directory / TRIM_CONFIG).is_file():
         raise CheckpointError(f"{directory} holds no {TRIM_CONFIG}; train one with `vlprune train --method smarttrim`")
     trim = SmartTrim(load(directory), SmartTrimConfig.load(directory / TRIM_CONFIG))
