@@ -177,7 +177,9 @@ def render(payload: dict) -> str:
           for k, v in payload["training"].items() if v], "",
         "Stages in the order of `scripts/train_bundled.sh`, exactly its commands. Position probe: `scene_where`, "
         "the cross-entropy of a linear read-out of each cell's row and column from that cell's patch tokens "
-        "(chance = ln 4 ≈ 1.386; `vlprune.train.scene`). What was tried to lift the models to the floor, and what "
+        "(chance = ln 4 ≈ 1.386; `vlprune.train.scene`); the probes are dropped at save, so every stage starts a "
+        "fresh one, and its fall within the stage shows that the tokens it reads carry position. What was tried to "
+        "lift the models to the floor, and what "
         "each attempt measured, is in docs/training.md.", "",
         *port_section(), "## Other measured pages", "",
         *[f"- [{name}](results/{name}): {text}{page_status(name)}" for name, text in PAGES.items()], "",
