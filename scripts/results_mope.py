@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -59,21 +60,29 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def throughput(model, tower: str, batch: int = 32) -> float:
-    """Measured images/s (vision) or texts/s (text) of the tower at ``batch``, median of 5 timed calls."""
+def _tower_call(model, tower: str, batch: int):
     if tower == "vision":
         v = model.config.vision
-        fn = partial(model.encode_image, torch.randn(batch, v.channels, v.image_size, v.image_size))
-    else:
-        ids = torch.randint(4, model.config.text.vocab_size, (batch, model.config.text.max_length))
-        ids[:, -1] = model.config.text.eot_token_id or 0
-        fn = partial(model.encode_text, ids)
+        return partial(model.encode_image, torch.randn(batch, v.channels, v.image_size, v.image_size))
+    ids = torch.randint(4, model.config.text.vocab_size, (batch, model.config.text.max_length))
+    ids[:, -1] = model.config.text.eot_token_id or 0
+    return partial(model.encode_text, ids)
+
+
+def throughputs(models: dict[str, object], tower: str, batch: int = 32, rounds: int = 3) -> dict[str, float]:
+    """Images/s (vision) or texts/s (text) of each model's tower at ``batch``: every round times every model once
+    (median of 5 calls), in turn, and each model keeps the median over rounds — so slow drifts of the machine
+    hit all models alike instead of whichever happened to be timed then."""
+    calls = {label: _tower_call(model, tower, batch) for label, model in models.items()}
+    seconds: dict[str, list[float]] = {label: [] for label in models}
     with torch.inference_mode():
-        seconds, _ = measure(fn, warmup=2, iters=5, device=torch.device("cpu"))
-    return batch / seconds
+        for _ in range(rounds):
+            for label, fn in calls.items():
+                seconds[label].append(measure(fn, warmup=1, iters=5, device=torch.device("cpu"))[0])
+    return {label: batch / statistics.median(values) for label, values in seconds.items()}
 
 
-def one_run(model, tokenizer, args, tower: str, budget: float, method: str, cache: dict) -> dict:
+def one_run(model, tokenizer, args, tower: str, budget: float, method: str, cache: dict) -> tuple[dict, object]:
     cfg = PruneConfig(method=method, stage=args.stage, tower=tower, target_params=budget, groups=args.groups,
                       val_pairs=args.val_pairs, grad_pairs=args.grad_pairs, distill_steps=args.distill_steps,
                       distill_batch=args.distill_batch, lr=args.lr)
@@ -84,8 +93,8 @@ def one_run(model, tokenizer, args, tower: str, budget: float, method: str, cach
     pruned = [s for s in result.steps if s["step"] in ("width", "depth")]
     return {"tower": tower, "budget": budget, "method": method, "config": cfg.to_dict(), "steps": result.steps,
             "before_distil": pruned[-1]["eval"] if pruned else None, "after_distil": result.steps[-1].get("eval"),
-            "throughput": throughput(result.model, tower), "seconds": time.perf_counter() - start,
-            "tables": [t.to_dict() for t in result.tables], **sizes(result.model)}
+            "seconds": time.perf_counter() - start, "tables": [t.to_dict() for t in result.tables],
+            **sizes(result.model)}, result.model
 
 
 def verdicts(runs: list[dict], pairs: int) -> list[dict]:
@@ -110,17 +119,23 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = vlprune.load(args.model), vlprune.load_tokenizer(args.model)
-    base = {**sizes(model), "eval": heldout_retrieval(tokenizer, args.test_pairs)(model),
-            "throughput": {t: throughput(model, t) for t in ("vision", "text")}}
-    runs, cache = [], {}
+    base = {**sizes(model), "eval": heldout_retrieval(tokenizer, args.test_pairs)(model), "throughput": {}}
+    runs, cache, pruned = [], {}, []
     plan = [("vision", float(b)) for b in args.vision_budgets.split(",") if b] + \
            [("text", float(b)) for b in args.text_budgets.split(",") if b]
     for tower, budget in plan:
         for method in args.methods.split(","):
-            runs.append(one_run(model, tokenizer, args, tower, budget, method, cache))
-            r = runs[-1]
+            r, pruned_model = one_run(model, tokenizer, args, tower, budget, method, cache)
+            runs.append(r)
+            pruned.append(pruned_model)
             print(f"{tower} {budget} {method}: {PRIMARY[tower]} {r['before_distil'][PRIMARY[tower]]:.3f} -> "
                   f"{r['after_distil'][PRIMARY[tower]]:.3f} ({r['seconds']:.0f}s)", flush=True)
+    for tower in ("vision", "text"):  # all models of a tower timed in the same interleaved rounds
+        mine = {str(i): m for i, (r, m) in enumerate(zip(runs, pruned)) if r["tower"] == tower}
+        measured = throughputs({"base": model, **mine}, tower)
+        base["throughput"][tower] = measured["base"]
+        for i in mine:
+            runs[int(i)]["throughput"] = measured[i]
     speed = speed_rows(args.model, args.speed_pairs, args.speed_modules, args.wide_pairs, args.wide_modules,
                        args.groups)
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -162,18 +177,23 @@ def render(p: dict) -> str:
              f"{base['eval']['image_retrieval_recall@1']:.3f}; vision {base['vision_params']:,} params, "
              f"{base['vision_gflops']:.3f} GFLOPs/image, {base['throughput']['vision']:.0f} images/s; text "
              f"{base['text_params']:,} params, {base['text_gflops']:.3f} GFLOPs/text, "
-             f"{base['throughput']['text']:.0f} texts/s (batch 32).", ""]
+             f"{base['throughput']['text']:.0f} texts/s (batch 32; every model of a tower, the base included, timed "
+             "in the same 3 interleaved rounds, median).", ""]
     for tower in ("vision", "text"):
         runs = [r for r in p["runs"] if r["tower"] == tower]
         if not runs:
             continue
         unit = "images/s" if tower == "vision" else "texts/s"
         lines += [f"## Pruning the {tower} tower", "",
-                  f"| budget | method | {tower} params | {tower} GFLOPs | {unit} | shape | TR@1 before | IR@1 before | "
-                  "TR@1 after | IR@1 after |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| budget | method | {tower} params | {tower} GFLOPs | {unit} | measured × base | "
+                  "FLOP-ideal × base | shape | TR@1 before | IR@1 before | TR@1 after | IR@1 after |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
+            measured = r["throughput"] / base["throughput"][tower]
+            ideal = base[tower + "_gflops"] / r[tower + "_gflops"]
             lines.append(f"| {r['budget']:.2f} | {r['method']} | {r[tower + '_params']:,} | "
-                         f"{r[tower + '_gflops']:.3f} | {r['throughput']:.0f} | {_shape(r, tower)} | "
+                         f"{r[tower + '_gflops']:.3f} | {r['throughput']:.0f} | {measured:.2f} | {ideal:.2f} | "
+                         f"{_shape(r, tower)} | "
                          f"{_recalls(r['before_distil'])} | {_recalls(r['after_distil'])} |")
         lines += ["", "*before*: right after the last pruning step (for a two-step run: after the width distillation "
                   "and the depth pruning); *after*: after the last distillation.", ""]
