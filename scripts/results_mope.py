@@ -131,11 +131,11 @@ def main() -> None:
             print(f"{tower} {budget} {method}: {PRIMARY[tower]} {r['before_distil'][PRIMARY[tower]]:.3f} -> "
                   f"{r['after_distil'][PRIMARY[tower]]:.3f} ({r['seconds']:.0f}s)", flush=True)
     for tower in ("vision", "text"):  # all models of a tower timed in the same interleaved rounds
-        mine = {str(i): m for i, (r, m) in enumerate(zip(runs, pruned)) if r["tower"] == tower}
-        measured = throughputs({"base": model, **mine}, tower)
+        indices = [i for i, r in enumerate(runs) if r["tower"] == tower]
+        measured = throughputs({"base": model, **{f"run {i}": pruned[i] for i in indices}}, tower)
         base["throughput"][tower] = measured["base"]
-        for i in mine:
-            runs[int(i)]["throughput"] = measured[i]
+        for i in indices:
+            runs[i]["throughput"] = measured[f"run {i}"]
     speed = speed_rows(args.model, args.speed_pairs, args.speed_modules, args.wide_pairs, args.wide_modules,
                        args.groups)
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),

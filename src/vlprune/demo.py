@@ -20,11 +20,11 @@ from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.bench import bench_image_tower
 from vlprune.eval.evaluate import evaluate
 from vlprune.models.fusion import FusionModel
-from vlprune.models.io import WEIGHTS_FILE, Model, load, load_tokenizer
+from vlprune.models.io import Model, load, load_tokenizer
 from vlprune.reduce.base import apply as vlprune_apply
 from vlprune.reduce.base import vision_gflops
 from vlprune.reduce.budget import MATCHABLE, VARIANTS
-from vlprune.registry import ASSETS
+from vlprune.registry import ASSETS, bundled_dir
 from vlprune.report.run_report import BASE_COLUMNS, KEEP_MAPS, METHOD_COLUMNS, SAMPLES, render_run
 from vlprune.report.tokens import keep_map_figure, keep_maps
 from vlprune.structured.importance import CostTable
@@ -45,17 +45,11 @@ SHIPPED = {"SmartTrim": ("toy-fusion-smarttrim", "scripts/train_bundled.sh"),
            "MoPE-CLIP": ("toy-clip-mope", "scripts/train_bundled.sh")}
 
 
-def asset(name: str, assets: Path = ASSETS) -> Path | None:
-    """``assets/name`` when it holds a checkpoint (``registry.bundled_dir`` for any assets directory)."""
-    path = assets / name
-    return path if (path / WEIGHTS_FILE).is_file() else None
-
-
 def shipped_checkpoints(assets: Path = ASSETS) -> dict[str, Path]:
     """Row label -> checkpoint of the ``SHIPPED`` rows present; prints one line per row skipped."""
     found = {}
     for row, (name, script) in SHIPPED.items():
-        path = asset(name, assets)
+        path = bundled_dir(name, assets)
         if path is None:
             print(f"skipping the {row} row: no checkpoint in {assets / name} (written by {script})")
         else:
@@ -160,13 +154,15 @@ def smarttrim_row(trim: SmartTrim, tokenizer: WordTokenizer, base: FusionModel, 
     against ``base`` on the same questions, beside the FLOP-ideal speedup of whole pairs. Also the details."""
     world = ToyWorld("val", image_size=trim.model.config.vision.image_size)
     vqa = vqa_run(trim_scorer(trim, "vqa", vision_only=True), trim.model.config.vision, tokenizer, world, count)
+    if base.config.vision != trim.model.config.vision:
+        raise ValueError("the SmartTrim checkpoint's image tower config differs from the base toy-fusion's: its "
+                         "latency would not be compared on the same inputs; re-create it from this toy-fusion")
     n = min(count, LATENCY_INPUTS)
-    inputs = {"base": batch1_inputs(tokenizer, world, base.config.vision, n),
-              "SmartTrim": batch1_inputs(tokenizer, world, trim.model.config.vision, n)}
-    ms = batch1_latency({"base": lambda i: base.vqa_logits(*inputs["base"][i]),
-                         "SmartTrim": lambda i: trim.vqa_logits(*inputs["SmartTrim"][i], mode="hard")}, n)
+    inputs = batch1_inputs(tokenizer, world, base.config.vision, n)  # the same inputs for both
+    ms = batch1_latency({"base": lambda i: base.vqa_logits(*inputs[i]),
+                         "SmartTrim": lambda i: trim.vqa_logits(*inputs[i], mode="hard")}, n)
     scorers = {"base": static_scorer(base, "vqa"), "SmartTrim": trim_scorer(trim, "vqa")}
-    pair = {name: float(np.mean([score(*x)[1][0] for x in inputs[name]])) for name, score in scorers.items()}
+    pair = {name: float(np.mean([score(*x)[1][0] for x in inputs])) for name, score in scorers.items()}
     c = trim.config
     row = {"method": "SmartTrim", "knob": f"targets v/t/h={c.target_vision:g}/{c.target_text:g}/{c.target_heads:g}",
            "vision_gflops": vqa["gflops"]["mean"], "params": trim.model.num_params() + trim.trimmer_params(),

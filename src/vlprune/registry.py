@@ -33,8 +33,9 @@ def model_config(name: str) -> ModelConfig:
     return _ARCHITECTURES[name]()
 
 
-def bundled_dir(name: str) -> Path | None:
-    path = ASSETS / name
+def bundled_dir(name: str, assets: Path = ASSETS) -> Path | None:
+    """``assets/name`` when it holds a checkpoint (the package's bundled models by default)."""
+    path = assets / name
     return path if (path / "model.safetensors").is_file() else None
 
 

@@ -99,7 +99,7 @@ def _costs(model: Model, text_length: int) -> dict:
     """Params and analytic GFLOPs, following the token schedule of any reduction method on the model."""
     schedule = token_schedule(model)
     reduction = model.reduction
-    text_reduction = getattr(model, "text_reduction", None)
+    text_reduction = model.text_reduction
     return {"params": model.num_params(), "vision_params": model.num_params("vision"),
             "text_params": model.num_params("text"), **reduced_gflops(model, text_length),
             "method": reduction.to_dict() if reduction else {"method": "none"},
