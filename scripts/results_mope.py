@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 import vlprune
-from vlprune.eval.bench import measure
+from vlprune.eval.bench import interleaved_medians
 from vlprune.models.io import weights_sha256
 from vlprune.structured.recipe import PruneConfig, heldout_retrieval, run_recipe, sizes
 
@@ -70,16 +69,11 @@ def _tower_call(model, tower: str, batch: int):
 
 
 def throughputs(models: dict[str, object], tower: str, batch: int = 32, rounds: int = 3) -> dict[str, float]:
-    """Images/s (vision) or texts/s (text) of each model's tower at ``batch``: every round times every model once
-    (median of 5 calls), in turn, and each model keeps the median over rounds — so slow drifts of the machine
-    hit all models alike instead of whichever happened to be timed then."""
+    """Images/s (vision) or texts/s (text) of each model's tower at ``batch``, timed in interleaved rounds
+    (``vlprune.eval.bench.interleaved_medians``: median of 5 calls per round, median over rounds)."""
     calls = {label: _tower_call(model, tower, batch) for label, model in models.items()}
-    seconds: dict[str, list[float]] = {label: [] for label in models}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for label, fn in calls.items():
-                seconds[label].append(measure(fn, warmup=1, iters=5, device=torch.device("cpu"))[0])
-    return {label: batch / statistics.median(values) for label, values in seconds.items()}
+    timed = interleaved_medians(list(calls), calls.__getitem__, rounds, warmup=1, iters=5)
+    return {label: batch / seconds for label, (seconds, _) in timed.items()}
 
 
 def one_run(model, tokenizer, args, tower: str, budget: float, method: str, cache: dict) -> tuple[dict, object]:

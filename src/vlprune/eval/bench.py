@@ -18,11 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from vlprune.eval.flops import model_gflops
 from vlprune.reduce.base import apply, parse_method, vision_gflops
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -85,6 +88,29 @@ def measure(fn: Callable[[], object], warmup: int, iters: int, device: torch.dev
     return statistics.median(times), peak
 
 
+def interleaved_medians(keys: Sequence[K], prepare: Callable[[K], Callable[[], object]], rounds: int = 3,
+                        warmup: int = 3, iters: int = 10, device: str | torch.device = "cpu"
+                        ) -> dict[K, tuple[float, float | None]]:
+    """Per key: median over ``rounds`` of the per-round median seconds per call, and the largest peak memory.
+
+    Every round times every key once, in turn (``prepare(key)`` returns the call to time, e.g. after switching a
+    method on), so a cold start or a burst of load elsewhere hits all keys alike instead of whichever was timed
+    then (measured: timing the base once, first, made every method look faster than its FLOP-ideal)."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: expected at least 1")
+    seconds: dict[K, list[float]] = {key: [] for key in keys}
+    peaks: dict[K, list[float]] = {key: [] for key in keys}
+    for _ in range(rounds):
+        for key in keys:
+            fn = prepare(key)
+            with torch.inference_mode():
+                took, peak = measure(fn, warmup, iters, torch.device(device))
+            seconds[key].append(took)
+            if peak is not None:
+                peaks[key].append(peak)
+    return {key: (statistics.median(seconds[key]), max(peaks[key]) if peaks[key] else None) for key in keys}
+
+
 def random_text_guide(model, batch: int, device: torch.device, length: int = 16) -> torch.Tensor:
     """``model.text_guide`` of random token ids (ending in the end-of-text id where the model pools there)."""
     cfg = model.config.text
@@ -102,46 +128,36 @@ def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] 
                       rounds: int = 3, others: dict[str, object] | None = None) -> list[BenchRow]:
     """Benchmark ``encode_image`` for every method spec (``none`` first is the speedup reference), then for every
     model of ``others`` (label -> model, e.g. a structurally pruned copy; no method), against the same reference.
-
-    The runs are timed in ``rounds`` interleaved rounds (base, A, B, ..., base, A, B, ...) and each keeps
-    the median of its per-round medians, so a cold start or a burst of load elsewhere does not land on one
-    method only (measured: timing the base once, first, made every method look faster than its ideal)."""
-    if rounds < 1:
-        raise ValueError(f"rounds={rounds}: expected at least 1")
+    Timed in ``rounds`` interleaved rounds (``interleaved_medians``)."""
     dev = torch.device(device)
     runs = [(label, model, config) for label, config in (parse_method(spec) for spec in methods)]
     runs += [(label, other, None) for label, other in (others or {}).items()]
     for _, net, _ in runs:
         net.to(dev, dtype).eval()
     base_gflops = model_gflops(model.config)["vision_gflops"]
-    seconds: dict[tuple[int, int], list[float]] = {}
-    peaks: dict[tuple[int, int], list[float]] = {}
-    for _ in range(rounds):
-        for m, (_, net, config) in enumerate(runs):
-            apply(net, config)
-            vision = net.config.vision
-            for batch in batch_sizes:
-                pixels = torch.randn(batch, vision.channels, vision.image_size, vision.image_size, device=dev,
-                                     dtype=dtype)
-                guide = random_text_guide(net, batch, dev).to(dtype)
-                with torch.inference_mode():
-                    took, peak = measure(partial(net.encode_image, pixels, guide=guide), warmup, iters, dev)
-                seconds.setdefault((m, batch), []).append(took)
-                if peak is not None:
-                    peaks.setdefault((m, batch), []).append(peak)
+
+    def prepare(key: tuple[int, int]) -> Callable[[], object]:
+        m, batch = key
+        _, net, config = runs[m]
+        apply(net, config)
+        vision = net.config.vision
+        pixels = torch.randn(batch, vision.channels, vision.image_size, vision.image_size, device=dev, dtype=dtype)
+        return partial(net.encode_image, pixels, guide=random_text_guide(net, batch, dev).to(dtype))
+
+    timed = interleaved_medians([(m, b) for m in range(len(runs)) for b in batch_sizes], prepare, rounds, warmup,
+                                iters, dev)
     rows: list[BenchRow] = []
     base_speed: dict[int, float] = {}
     for m, (label, net, config) in enumerate(runs):
         apply(net, config)
         gflops = vision_gflops(net)
         for batch in batch_sizes:
-            median = statistics.median(seconds[(m, batch)])
+            median, peak = timed[(m, batch)]
             speed = batch / median
             if config is None and net is model:
                 base_speed[batch] = speed
             rows.append(BenchRow(net.config.name, label, json.dumps(config.to_dict() if config else {}),
-                                 batch, speed, 1000 * median, gflops, net.num_params("vision"),
-                                 max(peaks[(m, batch)]) if (m, batch) in peaks else None,
+                                 batch, speed, 1000 * median, gflops, net.num_params("vision"), peak,
                                  torch.get_num_threads(), dev.type, str(dtype).replace("torch.", ""),
                                  speed / base_speed[batch] if batch in base_speed else float("nan"),
                                  base_gflops / gflops))
