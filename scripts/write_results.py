@@ -92,6 +92,8 @@ PAGES = {"token-reduction.md": "Token reduction (ELIP, TRIPS, EViT, ToMe, random
                                "speed, training cost and memory, the papers' claims",
          "mope.md": "MoPE-CLIP structured pruning vs magnitude / Taylor / every-other-layer / random",
          "smarttrim.md": "SmartTrim adaptive trimming: accuracy vs mean GFLOPs, batch-1 latency, adaptivity",
+         "smarttrim-speed.md": "SmartTrim at batch 1: the trimmers' scoring overhead vs the saving of removal, "
+                               "toy-fusion and ALBEF-base size",
          "port.md": "Speed of our converted CLIP ViT-B/16 vision tower vs transformers' CLIPVisionModel"}
 
 FLOOR = {"toy-clip retrieval R@1 (both directions)": 0.50, "toy-fusion VQA accuracy": 0.70}

@@ -77,6 +77,8 @@ def test_trimming_lowers_per_instance_flops(fusion_model, tokenizer):
     base = static_gflops(fusion_model.config, [(vision.num_patches + 1,) * 2] * vision.num_layers, mask.sum(1))
     assert full == pytest.approx(base)
     assert (trimmed < full).all()
+    with torch.no_grad():  # a full forward runs no trimmer, so the trimmers' own cost does not count
+        assert record_gflops(trim, trim(pixels, ids, mask, "full").record) == pytest.approx(base)
 
 
 def test_vision_only_flops_are_the_image_towers(fusion_model, tokenizer):

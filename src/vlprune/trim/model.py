@@ -43,11 +43,13 @@ class TrimRecord:
     """Per module name (``tokens:vision.3``, ``heads:text.4.cross`` …): the keep masks one forward used.
 
     Tokens: ``keep`` (B, N-1) cumulative keep mask of the non-[CLS] tokens entering the layer (soft or 0/1) and
-    ``valid`` (B, N-1) bool (not padding). Heads: ``keep`` (B, H), ``valid`` None.
+    ``valid`` (B, N-1) bool (not padding). Heads: ``keep`` (B, H), ``valid`` None. ``scored``: False for a
+    ``full`` forward, which runs no trimmer (so their cost does not count).
     """
 
     keep: dict[str, torch.Tensor] = field(default_factory=dict)
     valid: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    scored: bool = True
 
     def counts(self, name: str) -> torch.Tensor:
         """(B,) tokens entering the layer ([CLS] included) or heads kept, as floats."""
@@ -116,7 +118,7 @@ class SmartTrim(nn.Module):
         key a (B, H) gate multiplied into the heads, for gradient head importance."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-        m, record = self.model, TrimRecord()
+        m, record = self.model, TrimRecord(scored=mode != "full")
         image = m.visual.embed(pixel_values)
         summary = image.x[:, 1:].mean(dim=1)
         fusion_start = m.config.text.fusion_start
@@ -260,6 +262,8 @@ class SmartTrim(nn.Module):
         """(B,) multiply-accumulates of the trimmers themselves, on the tokens present at each layer; ``tower``
         (``vision`` or ``text``): of that tower's trimmers only."""
         total = torch.zeros(next(iter(record.keep.values())).shape[0], dtype=torch.float64)
+        if not record.scored:
+            return total
         for name in record.keep:
             if tower is not None and not name.split(":")[1].startswith(tower + "."):
                 continue
