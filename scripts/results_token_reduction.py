@@ -16,7 +16,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -213,6 +213,34 @@ def short_training_table(args) -> list[dict]:
     return rows
 
 
+def fusion_pretrain_table(args) -> list[dict]:
+    """ELIP's setting on the fusion architecture: pre-train toy-fusion (ITC + ITM + MLM; image tower from toy-clip,
+    text and fusion layers fresh, as the bundled chain's stage 2) for the same number of steps with each method
+    on, then fine-tune on VQA with the method off and evaluate unpruned (pruning as a pre-training accelerator)."""
+    rows = []
+    base_config = model_config("toy-fusion")
+    for label, make in TRAIN_METHODS.items():
+        config = make(base_config)
+        out = args.runs / ("fusion-" + label.split(" ")[0].lower())
+        spec = config.spec() if config is not None else "none"
+        pretrain = TrainConfig(steps=args.fusion_steps, batch_size=32, lr=1e-3, warmup_steps=min(20, args.fusion_steps),
+                               ckpt_every=args.fusion_steps, log_every=10)
+        started = time.perf_counter()
+        pretrained = train("toy-fusion", out / "pretrain", {"itc": 1.0, "itm": 1.0, "mlm": 1.0}, pretrain,
+                           init_from="toy-clip", init_parts=("visual", "visual_proj"), method=spec)
+        pretrain_seconds = time.perf_counter() - started
+        finetune = replace(pretrain, lr=5e-4)
+        final = train(str(pretrained), out / "vqa", {"vqa": 1.0}, finetune)
+        model, tokenizer = vlprune.load(final), vlprune.load_tokenizer(final)
+        vqa = _evaluate(model, tokenizer, "vqa", args.vqa_count)
+        row = {"method": label, "knob": _knob(config), "pretrain steps": args.fusion_steps,
+               "VQA steps": args.fusion_steps, "pretrain_seconds": pretrain_seconds,
+               **{f"unpruned {k}": v for k, v in _score("vqa", vqa["metrics"]).items()}}
+        rows.append(row)
+        print(f"[fusion-pretrain] {label}: {row}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=500, help="validation pairs for retrieval")
@@ -229,9 +257,11 @@ def main() -> None:
     parser.add_argument("--train-iters", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=60, help="steps of the short training run per method")
     parser.add_argument("--twins", type=int, default=7, help="hard-negative twins per scene in the short training")
+    parser.add_argument("--fusion-steps", type=int, default=200,
+                        help="pre-training steps, then as many VQA steps, per method in the fusion-pretrain section")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sections", nargs="+", default=["inference", "ablation", "text-prune", "speed",
-                                                          "train-cost", "short-train"])
+                                                          "train-cost", "short-train", "fusion-pretrain"])
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the pipeline, numbers mean little")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "token-reduction",
@@ -240,10 +270,12 @@ def main() -> None:
     if args.quick:
         args.count, args.vqa_count, args.bench_iters, args.vitb_iters, args.train_steps = 40, 40, 1, 1, 2
         args.bench_warmup, args.train_iters, args.vitb_batches, args.train_batch = 0, 1, [1, 2], 8
+        args.fusion_steps = 2
     torch.set_num_threads(args.threads)
     sections = {"inference": inference_table, "ablation": ablation_table, "text-prune": text_prune_table,
                 "speed": speed_table,
-                "train-cost": training_cost_table, "short-train": short_training_table}
+                "train-cost": training_cost_table, "short-train": short_training_table,
+                "fusion-pretrain": fusion_pretrain_table}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "token-reduction.json"
     payload = json.loads(path.read_text()) if path.exists() else {}

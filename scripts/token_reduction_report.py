@@ -154,6 +154,16 @@ def render(payload: dict) -> str:
                   "", *_table(["method", "knob", "steps", "train_seconds", "unpruned IR@1", "unpruned TR@1",
                                "with method IR@1", "with method TR@1", "with method vision_gflops"],
                               payload["short-train"]), ""]
+    if payload.get("fusion-pretrain"):
+        steps = payload["fusion-pretrain"][0]["pretrain steps"]
+        lines += [f"## Pre-training toy-fusion with each method on ({steps} ITC+ITM+MLM steps, then {steps} VQA steps "
+                  "unpruned)", "",
+                  "ELIP's setting on the fusion architecture: the image tower starts from toy-clip's, text and fusion "
+                  "layers fresh; the method is on during pre-training only, and the VQA model is fine-tuned and "
+                  "evaluated unpruned. Training GFLOPs, step time and memory of each method: the training-cost table "
+                  "above. Short runs: read differences against the ± of the claims section.", "",
+                  *_table(["method", "knob", "pretrain steps", "VQA steps", "pretrain_seconds",
+                           "unpruned vqa_accuracy"], payload["fusion-pretrain"]), ""]
     lines += ["## The papers' claims beside our numbers", "",
               "A difference counts only beyond two standard errors (± shown) of the difference of two accuracies "
               "on the number of pairs / questions evaluated.", "",
