@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import vlprune
 from vlprune.config import ModelConfig, TextConfig
 from vlprune.registry import model_config
 from vlprune.trim.config import SmartTrimConfig
+from vlprune.trim.evaluate import batch1_latency
 from vlprune.trim.flops import record_gflops
 from vlprune.trim.model import SmartTrim
 
@@ -56,8 +56,8 @@ def runs(targets: tuple[float, float, float]) -> dict[str, tuple[SmartTrimConfig
 
 def measure(config: ModelConfig, targets: tuple[float, float, float], count: int, question_length: int,
             seed: int = 0) -> dict:
-    """Mean ms per input at batch 1 (each input: best of two calls; runs interleaved input by input) and mean
-    analytic GFLOPs per input (trimmers included) of every run."""
+    """Mean ms per input at batch 1 (``batch1_latency``: every run on the same inputs in turn) and mean analytic
+    GFLOPs per input (trimmers included) of every run."""
     torch.manual_seed(seed)
     model = vlprune.build_model(config).eval()
     trims = {label: (SmartTrim(model, trim_config).eval(), mode)
@@ -68,26 +68,14 @@ def measure(config: ModelConfig, targets: tuple[float, float, float], count: int
     inputs = [(torch.randn(1, vision.channels, vision.image_size, vision.image_size),
                torch.randint(5, config.text.vocab_size, (1, question_length)),
                torch.ones(1, question_length, dtype=torch.long)) for _ in range(count)]
-    totals, gflops = dict.fromkeys(trims, 0.0), {label: [] for label in trims}
+    runs_by_label = {label: (lambda i, t=trim, m=mode: t(*inputs[i], m)) for label, (trim, mode) in trims.items()}
     with torch.inference_mode():
-        for trim, mode in trims.values():  # warm-up
-            for pixels, ids, mask in inputs[:2]:
-                trim(pixels, ids, mask, mode)
-        for pixels, ids, mask in inputs:
-            for label, (trim, mode) in trims.items():
-                best = float("inf")
-                for _ in range(2):
-                    start = time.perf_counter()
-                    trim(pixels, ids, mask, mode)
-                    best = min(best, time.perf_counter() - start)
-                totals[label] += best
-                record = trim(pixels, ids, mask, "full" if mode == "full" else "masked").record
-                gflops[label].append(float(record_gflops(trim, record)[0]))
-    base_ms, base_gflops = 1000 * totals["base"] / count, float(np.mean(gflops["base"]))
-    rows = {}
-    for label in trims:
-        ms, g = 1000 * totals[label] / count, float(np.mean(gflops[label]))
-        rows[label] = {"ms": ms, "gflops": g, "measured_speedup": base_ms / ms, "ideal_speedup": base_gflops / g}
+        ms = batch1_latency(runs_by_label, count, warmup=2)
+        gflops = {label: float(np.mean([record_gflops(trim, trim(*x, "full" if mode == "full" else "masked").record)[0]
+                                        for x in inputs]))
+                  for label, (trim, mode) in trims.items()}
+    rows = {label: {"ms": ms[label], "gflops": gflops[label], "measured_speedup": ms["base"] / ms[label],
+                    "ideal_speedup": gflops["base"] / gflops[label]} for label in trims}
     return {"model": config.name, "targets": targets, "inputs": count, "question_length": question_length,
             "trimmer_params": trims["base"][0].trimmer_params(), "model_params": model.num_params(), "rows": rows}
 
