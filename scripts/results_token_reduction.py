@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -213,6 +214,47 @@ def short_training_table(args) -> list[dict]:
     return rows
 
 
+def _median_step_seconds(run_dir: Path) -> float:
+    """Median of the logged ``sec_per_step`` of a run (``metrics.jsonl``): the training step alone, no start-up."""
+    logged = [json.loads(line)["sec_per_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(logged)
+
+
+def clip_pretrain_table(args) -> list[dict]:
+    """ELIP's setting on the dual encoder, from scratch: pre-train toy-clip (ITC; the paired caption guides the
+    text-guided methods) for the same number of steps with each method on, then fine-tune with the method off and
+    evaluate unpruned. TRIPS, as published, keeps its selection on in fine-tuning and inference: its row also has
+    that run."""
+    rows = []
+    base_config = model_config("toy-clip")
+    for label, make in TRAIN_METHODS.items():
+        config = make(base_config)
+        out = args.runs / ("clip-" + label.split(" ")[0].lower())
+        spec = config.spec() if config is not None else "none"
+        pretrain = TrainConfig(steps=args.clip_pretrain_steps, batch_size=args.clip_batch, lr=1e-3,
+                               warmup_steps=min(50, args.clip_pretrain_steps), ckpt_every=args.clip_pretrain_steps,
+                               log_every=10)
+        pretrained = train("toy-clip", out / "pretrain", {"itc": 1.0}, pretrain, method=spec)
+        finetune = replace(pretrain, steps=args.clip_finetune_steps, lr=2e-4,
+                           warmup_steps=min(10, args.clip_finetune_steps), ckpt_every=args.clip_finetune_steps)
+        final = train(str(pretrained), out / "finetune", {"itc": 1.0}, finetune)
+        tokenizer = vlprune.load_tokenizer(final)
+        unpruned = _evaluate(vlprune.load(final), tokenizer, "retrieval", args.clip_count)
+        row = {"method": label, "knob": _knob(config), "pretrain steps": args.clip_pretrain_steps,
+               "fine-tune steps": args.clip_finetune_steps, "batch": args.clip_batch,
+               "pretrain s/step": _median_step_seconds(out / "pretrain"),
+               **{f"unpruned {k}": v for k, v in _score("retrieval", unpruned["metrics"]).items()}}
+        if config is not None and config.method == "trips":
+            kept_on = train(str(pretrained), out / "finetune-with-method", {"itc": 1.0}, finetune, method=spec)
+            model = vlprune.load(kept_on)
+            vlprune.apply(model, config)
+            pruned = _evaluate(model, tokenizer, "retrieval", args.clip_count, args.guided_k)
+            row.update({f"with method {k}": v for k, v in _score("retrieval", pruned["metrics"]).items()})
+        rows.append(row)
+        print(f"[clip-pretrain] {label}: {row}", flush=True)
+    return rows
+
+
 def fusion_pretrain_table(args) -> list[dict]:
     """ELIP's setting on the fusion architecture: pre-train toy-fusion (ITC + ITM + MLM; image tower from toy-clip,
     text and fusion layers fresh, as the bundled chain's stage 2) for the same number of steps with each method
@@ -259,9 +301,16 @@ def main() -> None:
     parser.add_argument("--twins", type=int, default=7, help="hard-negative twins per scene in the short training")
     parser.add_argument("--fusion-steps", type=int, default=200,
                         help="pre-training steps, then as many VQA steps, per method in the fusion-pretrain section")
+    parser.add_argument("--clip-pretrain-steps", type=int, default=300,
+                        help="from-scratch toy-clip pre-training steps per method in the clip-pretrain section")
+    parser.add_argument("--clip-finetune-steps", type=int, default=100,
+                        help="unpruned fine-tuning steps after each clip-pretrain run")
+    parser.add_argument("--clip-batch", type=int, default=64, help="batch of the clip-pretrain section")
+    parser.add_argument("--clip-count", type=int, default=1000, help="validation pairs of the clip-pretrain section")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sections", nargs="+", default=["inference", "ablation", "text-prune", "speed",
-                                                          "train-cost", "short-train", "fusion-pretrain"])
+                                                          "train-cost", "short-train", "fusion-pretrain",
+                                                          "clip-pretrain"])
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the pipeline, numbers mean little")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "token-reduction",
@@ -270,12 +319,13 @@ def main() -> None:
     if args.quick:
         args.count, args.vqa_count, args.bench_iters, args.vitb_iters, args.train_steps = 40, 40, 1, 1, 2
         args.bench_warmup, args.train_iters, args.vitb_batches, args.train_batch = 0, 1, [1, 2], 8
-        args.fusion_steps = 2
+        args.fusion_steps, args.clip_pretrain_steps, args.clip_finetune_steps, args.clip_batch = 2, 2, 2, 8
+        args.clip_count = 40
     torch.set_num_threads(args.threads)
     sections = {"inference": inference_table, "ablation": ablation_table, "text-prune": text_prune_table,
                 "speed": speed_table,
                 "train-cost": training_cost_table, "short-train": short_training_table,
-                "fusion-pretrain": fusion_pretrain_table}
+                "fusion-pretrain": fusion_pretrain_table, "clip-pretrain": clip_pretrain_table}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "token-reduction.json"
     payload = json.loads(path.read_text()) if path.exists() else {}
