@@ -69,6 +69,11 @@ def _score(task: str, metrics: dict) -> dict[str, float]:
     return {"IR@1": metrics["image_retrieval_recall@1"], "TR@1": metrics["text_retrieval_recall@1"]}
 
 
+def _settings(config: vlprune.ModelConfig, cuts: list[float]) -> list[tuple[str, float, ReduceConfig | None]]:
+    """(label, cut, method config): the base, then every inference variant solved to every cut."""
+    return [("base", 0.0, None)] + [(label, cut, make(config, cut)) for cut in cuts for label, make in VARIANTS.items()]
+
+
 def inference_table(args) -> list[dict]:
     """Every variant at every cut, training-free, on toy-clip retrieval, toy-fusion VQA and ITM-reranked retrieval."""
     jobs = [("toy-clip", "retrieval", args.count, args.guided_k), ("toy-fusion", "vqa", args.vqa_count, 0),
@@ -76,8 +81,7 @@ def inference_table(args) -> list[dict]:
     rows = []
     for name, task, count, k in jobs:
         model, tokenizer = vlprune.load(name), vlprune.load_tokenizer(name)
-        settings: list[tuple[str, float, ReduceConfig | None]] = [("base", 0.0, None)]
-        settings += [(label, cut, make(model.config, cut)) for cut in args.cuts for label, make in VARIANTS.items()]
+        settings = _settings(model.config, args.cuts)
         for label, cut, config in settings:
             vlprune.apply(model, config)
             result = _evaluate(model, tokenizer, task, count, k)
@@ -214,6 +218,40 @@ def short_training_table(args) -> list[dict]:
     return rows
 
 
+FINETUNE_JOBS = {  # model -> (tasks, batch of scenes, twins per scene, evaluations as (task, count attribute, k))
+    "toy-clip": ({"itc": 1.0}, 8, 7, (("retrieval", "count", True),)),
+    "toy-fusion": ({"vqa": 1.0, "itc": 0.5, "itm": 0.5}, 32, 0, (("vqa", "vqa_count", False),
+                                                               ("retrieval", "count", True))),
+}
+"""The inference table's evaluations after a short fine-tune: toy-clip on ITC with twins (as the short-train
+section), toy-fusion on VQA with ITC and ITM kept on (as the bundled chain's stage 3), so the ITM re-ranking is
+fine-tuned with the method too."""
+
+
+def finetune_table(args) -> list[dict]:
+    """The inference table's methods at ``--finetune-cuts`` after a short fine-tune of the bundled model with the
+    method on (base: the same fine-tune without one), evaluated with the method on."""
+    rows = []
+    for name, (tasks, scenes, twins, evaluations) in FINETUNE_JOBS.items():
+        settings = _settings(model_config(name), args.finetune_cuts)
+        schedule = TrainConfig(steps=args.finetune_steps, batch_size=scenes, lr=2e-4,
+                               warmup_steps=min(10, args.finetune_steps), ckpt_every=args.finetune_steps, log_every=10)
+        for label, cut, config in settings:
+            out = args.runs / f"finetune-{name}-{label.split(' (')[0].replace(' ', '-').replace('=', '')}-{cut:.2f}"
+            spec = config.spec() if config is not None else "none"
+            final = train(name, out, tasks, schedule, init_from=name, method=spec, twins=twins)
+            model, tokenizer = vlprune.load(final), vlprune.load_tokenizer(name)
+            vlprune.apply(model, config)
+            for task, count, rerank in evaluations:
+                k = args.guided_k if rerank and (name == "toy-fusion" or (config and config.text_guided)) else 0
+                result = _evaluate(model, tokenizer, task, getattr(args, count), k)
+                rows.append({"model": name, "task": task + (f" (re-rank top-{k})" if k else ""), "method": label,
+                             "target_cut": cut, "knob": _knob(config), "steps": args.finetune_steps,
+                             "vision_gflops": result["costs"]["vision_gflops"], **_score(task, result["metrics"])})
+                print(f"[finetune] {name} {task} {label} cut={cut}: {_score(task, result['metrics'])}", flush=True)
+    return rows
+
+
 def _median_step_seconds(run_dir: Path) -> float:
     """Median of the logged ``sec_per_step`` of a run (``metrics.jsonl``): the training step alone, no start-up."""
     logged = [json.loads(line)["sec_per_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -301,6 +339,10 @@ def main() -> None:
     parser.add_argument("--twins", type=int, default=7, help="hard-negative twins per scene in the short training")
     parser.add_argument("--fusion-steps", type=int, default=200,
                         help="pre-training steps, then as many VQA steps, per method in the fusion-pretrain section")
+    parser.add_argument("--finetune-steps", type=int, default=40,
+                        help="steps of the short fine-tune with each method on in the finetune section")
+    parser.add_argument("--finetune-cuts", type=float, nargs="+", default=[0.30],
+                        help="cuts of the finetune section (every inference variant at each)")
     parser.add_argument("--clip-pretrain-steps", type=int, default=300,
                         help="from-scratch toy-clip pre-training steps per method in the clip-pretrain section")
     parser.add_argument("--clip-finetune-steps", type=int, default=100,
@@ -309,8 +351,8 @@ def main() -> None:
     parser.add_argument("--clip-count", type=int, default=1000, help="validation pairs of the clip-pretrain section")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sections", nargs="+", default=["inference", "ablation", "text-prune", "speed",
-                                                          "train-cost", "short-train", "fusion-pretrain",
-                                                          "clip-pretrain"])
+                                                          "train-cost", "short-train", "finetune",
+                                                          "fusion-pretrain", "clip-pretrain"])
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the pipeline, numbers mean little")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "token-reduction",
@@ -320,11 +362,12 @@ def main() -> None:
         args.count, args.vqa_count, args.bench_iters, args.vitb_iters, args.train_steps = 40, 40, 1, 1, 2
         args.bench_warmup, args.train_iters, args.vitb_batches, args.train_batch = 0, 1, [1, 2], 8
         args.fusion_steps, args.clip_pretrain_steps, args.clip_finetune_steps, args.clip_batch = 2, 2, 2, 8
-        args.clip_count = 40
+        args.clip_count, args.finetune_steps = 40, 2
     torch.set_num_threads(args.threads)
     sections = {"inference": inference_table, "ablation": ablation_table, "text-prune": text_prune_table,
                 "speed": speed_table,
                 "train-cost": training_cost_table, "short-train": short_training_table,
+                "finetune": finetune_table,
                 "fusion-pretrain": fusion_pretrain_table, "clip-pretrain": clip_pretrain_table}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "token-reduction.json"

@@ -39,8 +39,9 @@ def _margin(a: float, b: float, n: int) -> float:
 
 
 def _compare(rows: list[dict], model: str, task_prefix: str, metric: str, better: str, worse: str,
-             n: int) -> list[str]:
-    """Per cut: ``better`` minus ``worse`` on ``metric``, judged against 2 SE on ``n`` items."""
+             n: int, tag: str = "") -> list[str]:
+    """Per cut: ``better`` minus ``worse`` on ``metric``, judged against 2 SE on ``n`` items; ``tag`` names the
+    setting (training-free when empty)."""
     picked = [r for r in rows if r["model"] == model and r["task"].startswith(task_prefix) and metric in r]
     out, diffs, margins = [], [], []
     for cut in sorted({r["target_cut"] for r in picked if r["target_cut"] > 0}):
@@ -53,22 +54,24 @@ def _compare(rows: list[dict], model: str, task_prefix: str, metric: str, better
         out.append(f"{cut:.0%}: {a[metric]:.3f} vs {b[metric]:.3f} ({diffs[-1]:+.3f} ± {margins[-1]:.3f})")
     if not diffs:
         return []
-    return [f"- {model} {task_prefix} {metric}: {better} vs {worse} — " + "; ".join(out)
+    return [f"- {model} {task_prefix} {metric}{tag}: {better} vs {worse} — " + "; ".join(out)
             + f" → **{_verdict(diffs, margins)}**"]
 
 
 def claims(payload: dict) -> list[str]:
-    rows = payload.get("inference", [])
     settings = payload.get("settings", {})
     pairs_n, vqa_n = settings.get("count", 1000), settings.get("vqa_count", 1000)
     lines = []
     pairs = [("ELIP λ=0.8 (text-guided)", "ELIP λ=1 (vision only)"), ("TRIPS (text-guided)", "EViT"),
              ("ELIP λ=0.8 (text-guided)", "ToMe"), ("ELIP λ=0.8 (text-guided)", "EViT"),
              ("EViT", "random"), ("ToMe", "random")]
-    for better, worse in pairs:
-        lines += _compare(rows, "toy-fusion", "vqa", "vqa_accuracy", better, worse, vqa_n)
-        for metric in ("IR@1", "TR@1"):
-            lines += _compare(rows, "toy-clip", "retrieval", metric, better, worse, pairs_n)
+    settings_rows = ((payload.get("inference", []), ""),
+                     (payload.get("finetune", []), ", after a fine-tune with the method on"))
+    for rows, tag in settings_rows:
+        for better, worse in pairs:
+            lines += _compare(rows, "toy-fusion", "vqa", "vqa_accuracy", better, worse, vqa_n, tag)
+            for metric in ("IR@1", "TR@1"):
+                lines += _compare(rows, "toy-clip", "retrieval", metric, better, worse, pairs_n, tag)
     ablation = payload.get("ablation", [])
     for model, metric in (("toy-fusion", "vqa_accuracy"), ("toy-clip", "IR@1")):
         merged = next((r for r in ablation if r["model"] == model and r["variant"] == "λ=0.8"), None)
@@ -97,6 +100,18 @@ def claims(payload: dict) -> list[str]:
     return lines
 
 
+def _per_task_tables(rows: list[dict], suffix: str) -> list[str]:
+    """One table per (model, task) of inference-style rows: toy-clip retrieval, toy-fusion VQA and retrieval."""
+    lines = []
+    for model, task in (("toy-clip", "retrieval"), ("toy-fusion", "vqa"), ("toy-fusion", "retrieval")):
+        picked = [r for r in rows if r["model"] == model and r["task"].startswith(task)]
+        if picked:
+            metrics = ["vqa_accuracy"] if task == "vqa" else ["IR@1", "TR@1"]
+            lines += [f"### {model} {picked[-1]['task']}{suffix}", "",
+                      *_table(["method", "target_cut", "knob", "vision_gflops", *metrics], picked), ""]
+    return lines
+
+
 def render(payload: dict) -> str:
     machine = payload.get("machine", {})
     lines = ["# Token reduction: measured", "",
@@ -111,12 +126,7 @@ def render(payload: dict) -> str:
                   "mode costs more than the base at inference). Text-guided methods cannot embed an image before they "
                   "see the text, so their retrieval is two-stage: the unguided base ranks, the top-k of each query are "
                   "re-encoded with the query as guide (k image encodes per query on top of the base ranking).", ""]
-        for model, task in (("toy-clip", "retrieval"), ("toy-fusion", "vqa"), ("toy-fusion", "retrieval")):
-            rows = [r for r in payload["inference"] if r["model"] == model and r["task"].startswith(task)]
-            if rows:
-                metrics = ["vqa_accuracy"] if task == "vqa" else ["IR@1", "TR@1"]
-                lines += [f"### {model} {rows[-1]['task']}", "",
-                          *_table(["method", "target_cut", "knob", "vision_gflops", *metrics], rows), ""]
+        lines += _per_task_tables(payload["inference"], "")
     if payload.get("ablation"):
         lines += ["## ELIP ablations at the middle cut (λ sweep, prune-only)", "",
                   *_table(["model", "task", "variant", "knob", "vision_gflops", "vqa_accuracy", "IR@1", "TR@1"],
@@ -154,6 +164,14 @@ def render(payload: dict) -> str:
                   "", *_table(["method", "knob", "steps", "train_seconds", "unpruned IR@1", "unpruned TR@1",
                                "with method IR@1", "with method TR@1", "with method vision_gflops"],
                               payload["short-train"]), ""]
+    if payload.get("finetune"):
+        steps = payload["finetune"][0]["steps"]
+        lines += [f"## After a short fine-tune with the method on ({steps} steps from the bundled model)", "",
+                  "The inference table's methods, each fine-tuned with the method on and evaluated with it on; base: "
+                  "the same fine-tune without a method. toy-clip: ITC with twins (as the short-train section); "
+                  "toy-fusion: VQA with ITC and ITM kept on (as the bundled chain's stage 3), so the ITM re-ranking is "
+                  "fine-tuned with the method too. Compare each row with the training-free row of the same method and "
+                  "cut above.", "", *_per_task_tables(payload["finetune"], ", fine-tuned")]
     if payload.get("fusion-pretrain"):
         steps = payload["fusion-pretrain"][0]["pretrain steps"]
         lines += [f"## Pre-training toy-fusion with each method on ({steps} ITC+ITM+MLM steps, then {steps} VQA steps "
