@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -252,12 +251,6 @@ def finetune_table(args) -> list[dict]:
     return rows
 
 
-def _median_step_seconds(run_dir: Path) -> float:
-    """Median of the logged ``sec_per_step`` of a run (``metrics.jsonl``): the training step alone, no start-up."""
-    logged = [json.loads(line)["sec_per_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(logged)
-
-
 def clip_pretrain_table(args) -> list[dict]:
     """ELIP's setting on the dual encoder, from scratch: pre-train toy-clip (ITC; the paired caption guides the
     text-guided methods) for the same number of steps with each method on, then fine-tune with the method off and
@@ -280,7 +273,6 @@ def clip_pretrain_table(args) -> list[dict]:
         unpruned = _evaluate(vlprune.load(final), tokenizer, "retrieval", args.clip_count)
         row = {"method": label, "knob": _knob(config), "pretrain steps": args.clip_pretrain_steps,
                "fine-tune steps": args.clip_finetune_steps, "batch": args.clip_batch,
-               "pretrain s/step": _median_step_seconds(out / "pretrain"),
                **{f"unpruned {k}": v for k, v in _score("retrieval", unpruned["metrics"]).items()}}
         if config is not None and config.method == "trips":
             kept_on = train(str(pretrained), out / "finetune-with-method", {"itc": 1.0}, finetune, method=spec)

@@ -192,11 +192,12 @@ def render(payload: dict) -> str:
                   "ELIP's own protocol on the dual encoder: random initialisation, the method on during pre-training "
                   "only (the paired caption guides ELIP and TRIPS), the downstream model fine-tuned and evaluated "
                   "unpruned. TRIPS as published keeps its selection on in fine-tuning and inference: the `with "
-                  "method` columns. `pretrain s/step`: median logged step time of the run; training GFLOPs per pair "
-                  "and activation memory (at that table's batch): the training-cost table above. Read differences "
-                  "against 2 SE (about ± 0.02 at these recalls on 1,000 pairs).", "",
+                  "method` columns. Training GFLOPs per pair and activation memory (at that table's batch) are from "
+                  "the training-cost table above, where step time is measured with every method in one process (the "
+                  "runs here shared the machine with other jobs, so their wall time is not a fair clock). Read "
+                  "differences against 2 SE (about ± 0.02 at these recalls on 1,000 pairs).", "",
                   *_table(["method", "knob", "pretrain steps", "fine-tune steps", "batch", "train_gflops_per_pair",
-                           "pretrain s/step", "activation_mb", "unpruned IR@1", "unpruned TR@1", "with method IR@1",
+                           "activation_mb", "unpruned IR@1", "unpruned TR@1", "with method IR@1",
                            "with method TR@1"], rows), ""]
     lines += ["## The papers' claims beside our numbers", "",
               "A difference counts only beyond two standard errors (± shown) of the difference of two accuracies "
