@@ -113,6 +113,52 @@ def test_scene_loss_trains_the_towers_and_is_learnable(tokenizer):
     assert loss.item() < 0.6 * first
 
 
+def _cell_logits(one_object_cell: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell-probe logits that are sure of "empty" everywhere and uniform on the one occupied cell, and targets with
+    a red circle, big, in ``one_object_cell``."""
+    from vlprune.data.toyworld import ATTRIBUTE_CLASSES
+
+    targets = torch.zeros(batch, 3, 16, dtype=torch.long)
+    targets[:, :, one_object_cell] = torch.tensor([1, 2, 2])
+    parts = []
+    for classes in ATTRIBUTE_CLASSES.values():
+        part = torch.zeros(batch, 16, classes)
+        part[:, :, 0] = 60.0  # "empty" with certainty ...
+        part[:, one_object_cell] = 0.0  # ... except the occupied cell: uniform
+        parts.append(part)
+    return torch.cat(parts, dim=-1), targets
+
+
+def test_balanced_scene_loss_weighs_the_occupied_cells_as_much_as_the_empty_ones():
+    from vlprune.data.toyworld import ATTRIBUTE_CLASSES
+
+    config = tiny_clip_config(vision={"image_size": 64, "patch_size": 8})
+    model = vlprune.build_model(config)
+    logits, targets = _cell_logits(5)
+    uniform = sum(np.log(c) for c in ATTRIBUTE_CLASSES.values()) / 3  # mean over attributes of log(classes)
+    # mean: the one uncertain cell is 1/16 of the loss; balanced: the occupied cells' mean counts in full
+    assert SceneProbes(model, config)._attribute_loss(logits, targets).item() == pytest.approx(uniform / 16, rel=1e-5)
+    balanced = SceneProbes(model, config, "balanced")
+    assert balanced._attribute_loss(logits, targets).item() == pytest.approx(uniform, rel=1e-5)
+    # every entry uniform: both sides add log(classes)
+    assert balanced._attribute_loss(torch.zeros_like(logits), targets).item() == pytest.approx(2 * uniform, rel=1e-5)
+    with pytest.raises(ValueError, match="scene loss 'sum'"):
+        SceneProbes(model, config, "sum")
+
+
+def test_balanced_colour_probe_loss_averages_positives_and_negatives_apart(tokenizer):
+    config = tiny_clip_config(vision={"image_size": 64, "patch_size": 8})
+    balanced = SceneProbes(vlprune.build_model(config), config, "balanced")
+    targets = torch.zeros(1, 10)
+    targets[0, 0] = 1.0
+    logits = torch.full((1, 10), -60.0)  # right on the nine negatives, wrong on the positive
+    expected = torch.nn.functional.softplus(torch.tensor(60.0)).item()
+    assert balanced._bce(logits, targets).item() == pytest.approx(expected)
+    known = torch.ones(1, 10, dtype=torch.bool)
+    known[0, 0] = False  # the positive left open: only the (right) negatives count
+    assert balanced._bce(logits, targets, known).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_changed_attribute_names_what_the_twin_changed():
     world = ToyWorld("val", size=50)
     seen = {changed_attribute(world.scene(i), world.twin(i, v)) for i in range(50) for v in range(2)}

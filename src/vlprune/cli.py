@@ -21,6 +21,7 @@ from vlprune.models.io import CheckpointError, load, load_tokenizer, resolve
 from vlprune.reduce import apply, list_methods, method_config
 from vlprune.reduce.base import parse_settings
 from vlprune.registry import list_models
+from vlprune.train.scene import SCENE_LOSSES
 
 USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, FileNotFoundError)
 
@@ -52,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum, args.method, args.twins, args.until)
+                  args.momentum_queue, args.momentum, args.method, args.twins, args.until, args.scene_loss)
     if rank() == 0:
         print(f"saved {final}")
     return 0
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twins", type=int, default=0, metavar="T",
                    help="put T hard-negative twins beside every scene (one attribute of one mentioned object "
                         "changed); a batch of B scenes then holds B(T+1) pairs")
+    p.add_argument("--scene-loss", choices=SCENE_LOSSES, default="mean",
+                   help="task scene: 'mean' averages over every cell and target entry (empty cells dominate; the "
+                        "shipped toy models used it), 'balanced' = mean over occupied cells / positive entries plus "
+                        "mean over the rest")
     p.add_argument("--until", type=int, default=None, metavar="STEP",
                    help="stop after this step (and its checkpoint) on the schedule of --steps; run again with a "
                         "later --until or none to go on")

@@ -52,14 +52,15 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
           momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0,
-          until: int | None = None) -> Path:
+          until: int | None = None, scene_loss: str = "mean") -> Path:
     """Train on the toy world's train split; returns the directory of the saved final model.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
     ``method`` (e.g. ``elip``, ``tome:r=4``) trains with token reduction on; the saved model holds only the
     weights (as ELIP's downstream models, it evaluates unpruned unless a method is applied again).
     Task ``scene`` adds the toy world's per-cell attribute probes (``vlprune.train.scene``); they are trained
-    and checkpointed with the run but not saved with the model. ``twins`` puts that many hard-negative twins
+    and checkpointed with the run but not saved with the model; ``scene_loss`` is how their losses are averaged
+    (``vlprune.train.scene.SCENE_LOSSES``). ``twins`` puts that many hard-negative twins
     beside every scene (``ToyWorld.family``). ``until`` stops after that step (``Trainer.fit``); the model is
     saved as it stands then.
     """
@@ -67,7 +68,7 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     apply(net, parse_method(method)[1])
     net.train()
     trained = MomentumQueue(net, momentum_queue, momentum) if momentum_queue else net
-    trained = SceneProbes(trained, net.config) if "scene" in tasks else trained
+    trained = SceneProbes(trained, net.config, scene_loss) if "scene" in tasks else trained
     try:
         tokenizer = load_tokenizer(resolve(model))
     except CheckpointError:

@@ -31,13 +31,22 @@ from torch import nn
 from vlprune.config import ModelConfig
 from vlprune.data.toyworld import ATTRIBUTE_CLASSES, COLOUR_TARGET_WIDTH, COLOURS, GRID
 
+SCENE_LOSSES = ("mean", "balanced")
+"""How the probes' per-entry losses are averaged. ``mean``: over every cell / entry, so the 12-14 empty cells of a
+scene and the zeros of the multi-hot targets dominate (an object's shape is about 2 % of the scene loss); the
+shipped toy models were trained with it. ``balanced``: the mean over occupied cells (positive entries) plus the
+mean over empty cells (negative entries), per attribute."""
+
 
 class SceneProbes(nn.Module):
     """The trained module (the model, or its ``MomentumQueue``) plus the three attribute probes (see the module
-    docstring); ``config`` is the model's."""
+    docstring); ``config`` is the model's, ``loss`` one of ``SCENE_LOSSES``."""
 
-    def __init__(self, model: nn.Module, config: ModelConfig):
+    def __init__(self, model: nn.Module, config: ModelConfig, loss: str = "mean"):
         super().__init__()
+        if loss not in SCENE_LOSSES:
+            raise ValueError(f"scene loss {loss!r}: expected one of {SCENE_LOSSES} (see vlprune.train.scene)")
+        self.balanced = loss == "balanced"
         vision = config.vision
         grid = vision.image_size // vision.patch_size
         if grid % GRID:
@@ -67,20 +76,37 @@ class SceneProbes(nn.Module):
         cells = self.image_cells(self.cell_features(image_tokens[:, 1:]))
         what, row, col = cells.split([cells.shape[-1] - 2 * GRID, GRID, GRID], dim=-1)
         where = torch.arange(GRID * GRID, device=cells.device)
-        out = {"scene_cells": _attribute_loss(what, batch["image_cells"]),
+        out = {"scene_cells": self._attribute_loss(what, batch["image_cells"]),
                "scene_where": (F.cross_entropy(row.flatten(0, 1), (where // GRID).repeat(len(cells)))
                                + F.cross_entropy(col.flatten(0, 1), (where % GRID).repeat(len(cells)))) / 2,
-               "scene_image": F.binary_cross_entropy_with_logits(self.image_colours(image_emb),
-                                                                 batch["image_colours"].flatten(1))}
+               "scene_image": self._bce(self.image_colours(image_emb), batch["image_colours"].flatten(1))}
         if text_emb is not None:
-            known = batch["caption_colours_known"].flatten(1).float()
-            per_entry = F.binary_cross_entropy_with_logits(self.text_colours(text_emb),
-                                                           batch["caption_colours"].flatten(1), reduction="none")
-            out["scene_text"] = (per_entry * known).sum() / known.sum().clamp(min=1)
+            known = batch["caption_colours_known"].flatten(1)
+            out["scene_text"] = self._bce(self.text_colours(text_emb), batch["caption_colours"].flatten(1), known)
         return out
 
+    def _bce(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """Binary cross-entropy over the decided entries (``known``; all when None), averaged as ``SCENE_LOSSES``
+        says."""
+        per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if self.balanced:
+            return _balanced_mean(per_entry if known is None else per_entry[known],
+                                  (targets if known is None else targets[known]) > 0.5)
+        if known is None:
+            return per_entry.mean()
+        return (per_entry * known.float()).sum() / known.float().sum().clamp(min=1)
 
-def _attribute_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits (B, cells, sum of classes), targets (B, 3, cells): cross-entropy averaged over the attributes."""
-    parts = logits.split(list(ATTRIBUTE_CLASSES.values()), dim=-1)
-    return sum(F.cross_entropy(p.flatten(0, 1), targets[:, i].flatten()) for i, p in enumerate(parts)) / len(parts)
+    def _attribute_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (B, cells, sum of classes), targets (B, 3, cells): cross-entropy per cell, averaged per attribute
+        as ``SCENE_LOSSES`` says (occupied cells are the positives), then over the attributes."""
+        total = torch.zeros((), device=logits.device)
+        for i, part in enumerate(logits.split(list(ATTRIBUTE_CLASSES.values()), dim=-1)):
+            per_cell = F.cross_entropy(part.flatten(0, 1), targets[:, i].flatten(), reduction="none")
+            total = total + (_balanced_mean(per_cell, targets[:, i].flatten() > 0) if self.balanced
+                             else per_cell.mean())
+        return total / len(ATTRIBUTE_CLASSES)
+
+
+def _balanced_mean(values: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Mean over the positive entries plus mean over the negative ones (a side with no entries adds nothing)."""
+    return sum(values[side].mean() for side in (positive, ~positive) if side.any())
