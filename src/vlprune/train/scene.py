@@ -62,9 +62,7 @@ class SceneProbes(nn.Module):
 
     def cell_features(self, patch_tokens: torch.Tensor) -> torch.Tensor:
         """(B, patches, width) in raster order -> (B, cells, width), each cell the mean of its patches."""
-        b, _, w = patch_tokens.shape
-        grid = patch_tokens.reshape(b, self.patch_grid, self.patch_grid, w).permute(0, 3, 1, 2)
-        return F.adaptive_avg_pool2d(grid, GRID).flatten(2).transpose(1, 2)
+        return pool_cells(patch_tokens, self.patch_grid)
 
     def losses(self, image_tokens: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor | None,
                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,6 +103,13 @@ class SceneProbes(nn.Module):
             total = total + (_balanced_mean(per_cell, targets[:, i].flatten() > 0) if self.balanced
                              else per_cell.mean())
         return total / len(ATTRIBUTE_CLASSES)
+
+
+def pool_cells(patch_tokens: torch.Tensor, patch_grid: int) -> torch.Tensor:
+    """(B, patch_grid², width) in raster order -> (B, cells, width), each of the 4x4 cells the mean of its patches."""
+    b, _, w = patch_tokens.shape
+    grid = patch_tokens.reshape(b, patch_grid, patch_grid, w).permute(0, 3, 1, 2)
+    return F.adaptive_avg_pool2d(grid, GRID).flatten(2).transpose(1, 2)
 
 
 def _balanced_mean(values: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
