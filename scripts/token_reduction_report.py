@@ -38,6 +38,12 @@ def _margin(a: float, b: float, n: int) -> float:
     return 2 * math.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / n)
 
 
+def _versus(a: float, b: float, n: int) -> str:
+    """'a vs b (difference ± 2 SE) → verdict' for one pair of accuracies on ``n`` items each."""
+    margin = _margin(a, b, n)
+    return f"{a:.3f} vs {b:.3f} ({a - b:+.3f} ± {margin:.3f}) → **{_verdict([a - b], [margin])}**"
+
+
 def _compare(rows: list[dict], model: str, task_prefix: str, metric: str, better: str, worse: str,
              n: int, tag: str = "") -> list[str]:
     """Per cut: ``better`` minus ``worse`` on ``metric``, judged against 2 SE on ``n`` items; ``tag`` names the
@@ -56,6 +62,24 @@ def _compare(rows: list[dict], model: str, task_prefix: str, metric: str, better
         return []
     return [f"- {model} {task_prefix} {metric}{tag}: {better} vs {worse} — " + "; ".join(out)
             + f" → **{_verdict(diffs, margins)}**"]
+
+
+def _pretraining_claims(payload: dict) -> list[str]:
+    """ELIP's claim that pre-training with pruning keeps the downstream accuracy of the unpruned model: each method's
+    pre-trained, unpruned score against the base's (a tie within 2 SE is what the claim predicts)."""
+    settings = payload.get("settings", {})
+    lines = []
+    for section, what, metrics, n in (
+            ("clip-pretrain", "toy-clip pre-trained from scratch", ("unpruned IR@1", "unpruned TR@1"),
+             settings.get("clip_count", 1000)),
+            ("fusion-pretrain", "toy-fusion pre-trained", ("unpruned vqa_accuracy",), settings.get("vqa_count", 1000))):
+        rows = payload.get(section, [])
+        base = next((r for r in rows if r["method"] == "base"), None)
+        for row in (r for r in rows if base is not None and r is not base):
+            parts = [f"{m.removeprefix('unpruned ')} {_versus(row[m], base[m], n)}" for m in metrics]
+            lines.append(f"- {what} with {row['method']} vs base, downstream unpruned (ELIP: no loss): "
+                         + "; ".join(parts))
+    return lines
 
 
 def claims(payload: dict) -> list[str]:
@@ -77,20 +101,18 @@ def claims(payload: dict) -> list[str]:
         merged = next((r for r in ablation if r["model"] == model and r["variant"] == "λ=0.8"), None)
         pruned = next((r for r in ablation if r["model"] == model and "prune-only" in r["variant"]), None)
         if merged and pruned:
-            diff = merged[metric] - pruned[metric]
-            margin = _margin(merged[metric], pruned[metric], vqa_n if metric == "vqa_accuracy" else pairs_n)
-            lines.append(f"- {model} {metric}: ELIP merge vs prune-only at the same keep — {merged[metric]:.3f} vs "
-                         f"{pruned[metric]:.3f} ({diff:+.3f} ± {margin:.3f}) → **{_verdict([diff], [margin])}**")
+            n = vqa_n if metric == "vqa_accuracy" else pairs_n
+            lines.append(f"- {model} {metric}: ELIP merge vs prune-only at the same keep — "
+                         + _versus(merged[metric], pruned[metric], n))
     text_rows = payload.get("text-prune", [])
     for model, metric in (("toy-fusion", "vqa_accuracy"), ("toy-clip", "IR@1")):
         by = {r["strategy"]: r for r in text_rows if r["model"] == model}
         n = vqa_n if metric == "vqa_accuracy" else pairs_n
         for better in ("post", "learned"):
             if better in by and "random" in by:
-                a, b = by[better][metric], by["random"][metric]
                 lines.append(f"- {model} {metric}: text pruning {better} vs random (ELIP: random is worst) — "
-                             f"{a:.3f} vs {b:.3f} ({a - b:+.3f} ± {_margin(a, b, n):.3f}) → "
-                             f"**{_verdict([a - b], [_margin(a, b, n)])}**")
+                             + _versus(by[better][metric], by["random"][metric], n))
+    lines += _pretraining_claims(payload)
     speed = [r for r in payload.get("speed", []) if r["arch"] == "vit-b16-clip" and r["batch"] == 32
              and r["method"] != "none"]
     if speed:
