@@ -15,7 +15,7 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -45,6 +45,13 @@ TRAIN_METHODS: dict[str, Callable[[vlprune.ModelConfig], ReduceConfig | None]] =
     "random @ELIP's cost": lambda cfg: at_budget("random", cfg, _elip_training_cut(cfg)),
     "TRIPS @ELIP's cost": lambda cfg: at_budget("trips", cfg, _elip_training_cut(cfg)),
 }
+
+
+def _training_methods(arch: str, runs: Path, prefix: str) -> Iterator[tuple[str, ReduceConfig | None, Path, str]]:
+    """(label, method config, run directory, method spec) of every ``TRAIN_METHODS`` entry on ``arch``."""
+    for label, make in TRAIN_METHODS.items():
+        config = make(model_config(arch))
+        yield label, config, runs / (prefix + label.split(" ")[0].lower()), config.spec() if config else "none"
 
 
 def _elip_training_cut(cfg: vlprune.ModelConfig) -> float:
@@ -191,12 +198,7 @@ def short_training_table(args) -> list[dict]:
     """Continue training toy-clip (ITC, twins) for the same number of steps with each method on, then evaluate
     unpruned (ELIP's protocol: pruning is a training accelerator) and with the method on (a fine-tune)."""
     rows = []
-    runs = args.runs
-    base_config = model_config("toy-clip")
-    for label, make in TRAIN_METHODS.items():
-        config = make(base_config)
-        out = runs / label.split(" ")[0].lower()
-        spec = config.spec() if config is not None else "none"
+    for label, config, out, spec in _training_methods("toy-clip", args.runs, ""):
         started = time.perf_counter()
         schedule = TrainConfig(steps=args.train_steps, batch_size=64 // (args.twins + 1), lr=2e-4,
                                warmup_steps=min(10, args.train_steps), ckpt_every=args.train_steps, log_every=10)
@@ -257,11 +259,7 @@ def clip_pretrain_table(args) -> list[dict]:
     evaluate unpruned. TRIPS, as published, keeps its selection on in fine-tuning and inference: its row also has
     that run."""
     rows = []
-    base_config = model_config("toy-clip")
-    for label, make in TRAIN_METHODS.items():
-        config = make(base_config)
-        out = args.runs / ("clip-" + label.split(" ")[0].lower())
-        spec = config.spec() if config is not None else "none"
+    for label, config, out, spec in _training_methods("toy-clip", args.runs, "clip-"):
         pretrain = TrainConfig(steps=args.clip_pretrain_steps, batch_size=args.clip_batch, lr=1e-3,
                                warmup_steps=min(50, args.clip_pretrain_steps), ckpt_every=args.clip_pretrain_steps,
                                log_every=10)
@@ -290,11 +288,7 @@ def fusion_pretrain_table(args) -> list[dict]:
     text and fusion layers fresh, as the bundled chain's stage 2) for the same number of steps with each method
     on, then fine-tune on VQA with the method off and evaluate unpruned (pruning as a pre-training accelerator)."""
     rows = []
-    base_config = model_config("toy-fusion")
-    for label, make in TRAIN_METHODS.items():
-        config = make(base_config)
-        out = args.runs / ("fusion-" + label.split(" ")[0].lower())
-        spec = config.spec() if config is not None else "none"
+    for label, config, out, spec in _training_methods("toy-fusion", args.runs, "fusion-"):
         pretrain = TrainConfig(steps=args.fusion_steps, batch_size=32, lr=1e-3, warmup_steps=min(20, args.fusion_steps),
                                ckpt_every=args.fusion_steps, log_every=10)
         started = time.perf_counter()
