@@ -221,6 +221,13 @@ def render(payload: dict) -> str:
                   *_table(["method", "knob", "pretrain steps", "fine-tune steps", "batch", "train_gflops_per_pair",
                            "activation_mb", "unpruned IR@1", "unpruned TR@1", "with method IR@1",
                            "with method TR@1"], rows), ""]
+        chance = 5 / payload.get("settings", {}).get("clip_count", 1000)
+        collapsed = [r["method"] for r in rows if max(r["unpruned IR@1"], r["unpruned TR@1"]) <= chance]
+        if collapsed:
+            lines += [f"Near chance (R@1 ≤ 5 / pairs): {', '.join(collapsed)}. That is a training collapse, not a "
+                      "pruning loss: the run's `metrics.jsonl` (under `runs/token-reduction/clip-*/pretrain/`) shows "
+                      "its ITC loss stuck at ln(batch) with a vanishing gradient norm after an early gradient spike; "
+                      "a lower learning rate or longer warm-up is the first thing to try.", ""]
     lines += ["## The papers' claims beside our numbers", "",
               "A difference counts only beyond two standard errors (± shown) of the difference of two accuracies "
               "on the number of pairs / questions evaluated.", "",
