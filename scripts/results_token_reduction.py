@@ -51,7 +51,12 @@ def _training_methods(arch: str, runs: Path, prefix: str) -> Iterator[tuple[str,
     """(label, method config, run directory, method spec) of every ``TRAIN_METHODS`` entry on ``arch``."""
     for label, make in TRAIN_METHODS.items():
         config = make(model_config(arch))
-        yield label, config, runs / (prefix + label.split(" ")[0].lower()), config.spec() if config else "none"
+        yield label, config, runs / (prefix + label.split(" ")[0].lower()), _spec(config)
+
+
+def _spec(config: ReduceConfig | None) -> str:
+    """The ``--method`` string of a method config (``none`` for the base)."""
+    return config.spec() if config is not None else "none"
 
 
 def _elip_training_cut(cfg: vlprune.ModelConfig) -> float:
@@ -219,7 +224,7 @@ def short_training_table(args) -> list[dict]:
     return rows
 
 
-FINETUNE_JOBS = {  # model -> (tasks, batch of scenes, twins per scene, evaluations as (task, count attribute, k))
+FINETUNE_JOBS = {  # model -> (tasks, batch of scenes, twins per scene, evaluations: (task, count attr, re-rank?))
     "toy-clip": ({"itc": 1.0}, 8, 7, (("retrieval", "count", True),)),
     "toy-fusion": ({"vqa": 1.0, "itc": 0.5, "itm": 0.5}, 32, 0, (("vqa", "vqa_count", False),
                                                                ("retrieval", "count", True))),
@@ -239,8 +244,7 @@ def finetune_table(args) -> list[dict]:
                                warmup_steps=min(10, args.finetune_steps), ckpt_every=args.finetune_steps, log_every=10)
         for label, cut, config in settings:
             out = args.runs / f"finetune-{name}-{label.split(' (')[0].replace(' ', '-').replace('=', '')}-{cut:.2f}"
-            spec = config.spec() if config is not None else "none"
-            final = train(name, out, tasks, schedule, init_from=name, method=spec, twins=twins)
+            final = train(name, out, tasks, schedule, init_from=name, method=_spec(config), twins=twins)
             model, tokenizer = vlprune.load(final), vlprune.load_tokenizer(name)
             vlprune.apply(model, config)
             for task, count, rerank in evaluations:

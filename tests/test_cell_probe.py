@@ -46,5 +46,5 @@ def test_probe_reads_colour_from_tokens_that_carry_it_and_nothing_from_blank_tok
 def test_probe_rejects_a_patch_grid_that_does_not_split_into_cells():
     model = _PatchColours(1.0)
     model.config = tiny_clip_config(vision={"image_size": 40, "patch_size": 8})
-    with pytest.raises(ValueError, match="4x4 cells"):
+    with pytest.raises(ValueError, match="the cell probe pools patches into a 4x4 grid of cells"):
         occupied_cell_features(model, ToyWorld("val", size=4), 4)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from vlprune.data.pairs import to_pixels
-from vlprune.data.toyworld import ATTRIBUTE_CLASSES, GRID, ToyWorld, cell_targets
+from vlprune.data.toyworld import ATTRIBUTE_CLASSES, ToyWorld, cell_targets
 from vlprune.models.io import Model
-from vlprune.train.scene import pool_cells
+from vlprune.train.scene import cell_patch_grid, pool_cells
 
 
 @torch.no_grad()
@@ -26,10 +26,7 @@ def occupied_cell_features(model: Model, world: ToyWorld, count: int,
     if not 0 < count <= len(world):
         raise ValueError(f"count={count}: expected 1..{len(world)} scenes of split {world.split!r}")
     vision = model.config.vision
-    patch_grid = vision.image_size // vision.patch_size
-    if patch_grid % GRID:
-        raise ValueError(f"the cell probe pools a {patch_grid}x{patch_grid} patch grid into {GRID}x{GRID} cells; "
-                         f"use image_size / patch_size as a multiple of {GRID}")
+    patch_grid = cell_patch_grid(vision, "the cell probe")
     model.eval()
     features, labels = [], []
     for start in range(0, count, batch_size):

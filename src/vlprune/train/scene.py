@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlprune.config import ModelConfig
+from vlprune.config import ModelConfig, VisionConfig
 from vlprune.data.toyworld import ATTRIBUTE_CLASSES, COLOUR_TARGET_WIDTH, COLOURS, GRID
 
 SCENE_LOSSES = ("mean", "balanced")
@@ -48,12 +48,7 @@ class SceneProbes(nn.Module):
             raise ValueError(f"scene loss {loss!r}: expected one of {SCENE_LOSSES} (see vlprune.train.scene)")
         self.balanced = loss == "balanced"
         vision = config.vision
-        grid = vision.image_size // vision.patch_size
-        if grid % GRID:
-            raise ValueError(f"scene supervision pools patches into a {GRID}x{GRID} grid of cells, but the model's "
-                             f"{grid}x{grid} patch grid does not divide into it; use image_size / patch_size "
-                             f"as a multiple of {GRID}")
-        self.model, self.patch_grid = model, grid
+        self.model, self.patch_grid = model, cell_patch_grid(vision, "scene supervision")
         classes = sum(ATTRIBUTE_CLASSES.values())
         self.image_cells = nn.Linear(vision.width, classes + 2 * GRID)
         per_colour = len(COLOURS) * COLOUR_TARGET_WIDTH
@@ -66,8 +61,9 @@ class SceneProbes(nn.Module):
 
     def losses(self, image_tokens: torch.Tensor, image_emb: torch.Tensor, text_emb: torch.Tensor | None,
                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Cross-entropy of the cell probe (mean over cells and attributes; its row / column part under
-        ``scene_where``) and binary cross-entropy of the colour probes (mean over decided entries);
+        """Cross-entropy of the cell probe (averaged over cells as ``SCENE_LOSSES`` says, then over attributes; its
+        row / column part, a plain mean, under ``scene_where``) and binary cross-entropy of the colour probes (over
+        decided entries, averaged likewise);
         ``image_tokens`` are the final tokens, [CLS] first, all patches present (no token reduction)."""
         if image_tokens.shape[1] != self.patch_grid**2 + 1:
             raise ValueError("task 'scene' needs every patch token; train it without a token-reduction method")
@@ -103,6 +99,16 @@ class SceneProbes(nn.Module):
             total = total + (_balanced_mean(per_cell, targets[:, i].flatten() > 0) if self.balanced
                              else per_cell.mean())
         return total / len(ATTRIBUTE_CLASSES)
+
+
+def cell_patch_grid(vision: VisionConfig, what: str) -> int:
+    """The side of the model's patch grid, checked to divide into the toy world's 4x4 cells (``what`` names the
+    caller in the error)."""
+    grid = vision.image_size // vision.patch_size
+    if grid % GRID:
+        raise ValueError(f"{what} pools patches into a {GRID}x{GRID} grid of cells, but the model's {grid}x{grid} "
+                         f"patch grid does not divide into it; use image_size / patch_size as a multiple of {GRID}")
+    return grid
 
 
 def pool_cells(patch_tokens: torch.Tensor, patch_grid: int) -> torch.Tensor:
