@@ -243,6 +243,23 @@ def test_grad_accum_matches_full_batch(tmp_path):
         assert not torch.equal(one[key], initial[key]), key
 
 
+def test_worker_processes_build_the_same_batches(tmp_path):
+    """Batches built ahead in DataLoader workers (with micro-batches, and a resume mid-way) give the same weights
+    as batches built in the training process."""
+    config = make_config(6, grad_accum=2, ckpt_every=3)
+    here = _run(make_model(), mse_objective, config, tmp_path / "here")
+    model = make_model()
+    Trainer(model, mse_objective, make_dataset(), collate, config, tmp_path / "workers", device="cpu",
+            progress=False, workers=2).fit(until=3)
+    Trainer(model, mse_objective, make_dataset(), collate, config, tmp_path / "workers", device="cpu",
+            progress=False, workers=2).fit()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, here[key]), key
+    with pytest.raises(ValueError, match="workers=-1"):
+        Trainer(make_model(), mse_objective, make_dataset(), collate, config, tmp_path / "bad", device="cpu",
+                workers=-1)
+
+
 # -- 8. metrics -----------------------------------------------------------------------------------------
 
 def test_metrics_jsonl(tmp_path):

@@ -53,7 +53,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum, args.method, args.twins, args.until, args.scene_loss)
+                  args.momentum_queue, args.momentum, args.method, args.twins, args.until, args.scene_loss,
+                  args.workers)
     if rank() == 0:
         print(f"saved {final}")
     return 0
@@ -71,7 +72,7 @@ def _train_smarttrim(args: argparse.Namespace, config) -> Path:
               if getattr(args, name) is not None}
     values.update(parse_settings(args.set, "--set"))
     return train_smarttrim(args.model, args.out, trim_config("smarttrim", **values), next(iter(tasks)), config,
-                           args.train_size)
+                           args.train_size, workers=args.workers)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -228,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader processes that render batches ahead (0: in the training process); on a GPU the "
+                        "toy world's CPU rendering is the bottleneck without them; results do not depend on it")
     p.add_argument("--init-from", help="checkpoint (dir or bundled name) to initialise weights from")
     p.add_argument("--init-parts", default="", help="comma list of top-level parts to copy, e.g. visual,visual_proj")
     p.add_argument("--train-size", type=int, help="number of training scenes (default: the whole split)")

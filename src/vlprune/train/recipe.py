@@ -52,7 +52,7 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
           momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0,
-          until: int | None = None, scene_loss: str = "mean") -> Path:
+          until: int | None = None, scene_loss: str = "mean", workers: int = 0) -> Path:
     """Train on the toy world's train split; returns the directory of the saved final model.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
@@ -62,7 +62,8 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     and checkpointed with the run but not saved with the model; ``scene_loss`` is how their losses are averaged
     (``vlprune.train.scene.SCENE_LOSSES``). ``twins`` puts that many hard-negative twins
     beside every scene (``ToyWorld.family``). ``until`` stops after that step (``Trainer.fit``); the model is
-    saved as it stands then.
+    saved as it stands then. ``workers`` DataLoader processes build the batches ahead (``Trainer``); the result
+    does not depend on it.
     """
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
@@ -74,7 +75,8 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     except CheckpointError:
         tokenizer = toy_tokenizer(net.config.text.max_length)
     dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size), twins)
-    trainer = Trainer(trained, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir)
+    trainer = Trainer(trained, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir,
+                      workers=workers)
     trainer.fit(resume=True, until=until)
     final = Path(out_dir) / "model"
     if rank() == 0:

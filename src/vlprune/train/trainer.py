@@ -6,6 +6,10 @@ generator (torch, numpy, python ``random`` and ``TrainContext.generator``) is re
 ``(seed, step, rank, micro-batch)`` before each micro-batch. A resumed run therefore repeats an uninterrupted
 one bit for bit (same hardware, thread count and world size).
 
+Batches are pure functions of ``(dataset, seed, step, rank, micro-batch)``, so ``workers > 0`` builds them ahead
+of time in that many ``DataLoader`` worker processes (the toy world renders on the CPU; on a GPU that is the
+bottleneck without workers) and the weights are the same as with ``workers = 0``.
+
 Steps are counted from 1: ``TrainContext.step`` is the number the step being computed will have once done,
 the JSONL ``step`` field and checkpoint ``step-000100`` count completed steps.
 """
@@ -21,7 +25,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -161,6 +165,27 @@ def global_batch_indices(step: int, dataset_len: int, batch_size: int, seed: int
     epoch, position = divmod(step - 1, per_epoch)
     order = epoch_permutation(seed, epoch, dataset_len)
     return order[position * batch_size:(position + 1) * batch_size].tolist()
+
+
+@dataclass
+class MicroBatches:
+    """The collated micro-batch ``(step, micro)`` of one rank, as a map-style dataset (for ``DataLoader``
+    workers): a slice of ``global_batch_indices``, so it depends on nothing but its key."""
+
+    dataset: Sequence
+    collate: Callable[[list], Any]
+    config: TrainConfig
+    rank: int = 0
+    world_size: int = 1
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        step, micro = key
+        cfg = self.config
+        per_rank = cfg.batch_size // self.world_size
+        size = per_rank // cfg.grad_accum
+        first = self.rank * per_rank + micro * size
+        indices = global_batch_indices(step, len(self.dataset), cfg.batch_size, cfg.seed)[first:first + size]
+        return self.collate([self.dataset[i] for i in indices])
 
 
 @dataclass
@@ -337,7 +362,11 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, dataset: Sequence, collate: Callable[[list], Any],
                  config: TrainConfig, out_dir: str | Path,
                  param_groups_fn: Callable[[nn.Module], list[dict[str, Any]]] | None = None, *,
-                 device: str | torch.device | None = None, progress: bool = True) -> None:
+                 device: str | torch.device | None = None, progress: bool = True, workers: int = 0) -> None:
+        if not (_is_int(workers) and workers >= 0):
+            raise ConfigError(f"workers={workers!r} is invalid: expected an int >= 0 (0: batches are built in the "
+                              "training process)")
+        self.workers = workers
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
             if self.device.index is None:
@@ -386,12 +415,13 @@ class Trainer:
         if start >= end:
             return dict(self.last_metrics)
         self.model.train()
+        batches = iter(self._batches(start + 1, end))
         bar = tqdm(total=self.config.steps, initial=start, desc="train", dynamic_ncols=True,
                    disable=not self.progress or self.rank != 0)
         last_log, tick = start, time.perf_counter()
         try:
             for step in range(start + 1, end + 1):
-                values = self._step(step)
+                values = self._step(step, batches)
                 bar.update(1)
                 if step % self.config.log_every == 0 or step == end:
                     now = time.perf_counter()
@@ -436,22 +466,28 @@ class Trainer:
         return TrainContext(step=step, rank=self.rank, world_size=self.world_size, generator=generator,
                             device=self.device, micro_step=micro)
 
-    def _step(self, step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step; returns this rank's values (mean over micro-batches) plus ``grad_norm``."""
+    def _batches(self, first: int, last: int) -> Iterable[Any]:
+        """This rank's collated micro-batches of steps ``first..last`` in order, built here or by the workers."""
+        batches = MicroBatches(self.dataset, self.collate, self.config, self.rank, self.world_size)
+        keys = [(step, m) for step in range(first, last + 1) for m in range(self.config.grad_accum)]
+        if self.workers == 0:
+            return map(batches.__getitem__, keys)
+        return torch.utils.data.DataLoader(batches, batch_size=None, sampler=keys, num_workers=self.workers,
+                                           prefetch_factor=4, pin_memory=self.device.type == "cuda")
+
+    def _step(self, step: int, batches: Iterator[Any]) -> dict[str, torch.Tensor]:
+        """One optimizer step on the next ``grad_accum`` micro-batches of ``batches``; returns this rank's values
+        (mean over micro-batches) plus ``grad_norm``."""
         cfg = self.config
         factor = lr_factor(step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
-        indices = global_batch_indices(step, len(self.dataset), cfg.batch_size, cfg.seed)
-        per_rank = cfg.batch_size // self.world_size
-        mine = indices[self.rank * per_rank:(self.rank + 1) * per_rank]
-        micro = per_rank // cfg.grad_accum
         sums: dict[str, torch.Tensor] = {}
         use_amp = cfg.amp and self.device.type == "cuda"
         for m in range(cfg.grad_accum):
             ctx = self._context(step, m)
-            batch = _to_device(self.collate([self.dataset[i] for i in mine[m * micro:(m + 1) * micro]]), self.device)
+            batch = _to_device(next(batches), self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = self.objective(self.model, batch, ctx)
             values = _scalars(out, step)

@@ -30,7 +30,7 @@ def param_groups(trim: SmartTrim, config: TrainConfig) -> list[dict]:
 
 
 def train_smarttrim(model: str, out_dir: str | Path, config: SmartTrimConfig, task: str, train_config: TrainConfig,
-                    train_size: int | None = None, progress: bool = True) -> Path:
+                    train_size: int | None = None, progress: bool = True, workers: int = 0) -> Path:
     """Fine-tune ``model`` (bundled name or checkpoint dir) with SmartTrim on ``task`` (``vqa`` or ``itm``); returns
     the directory of the saved result (``out_dir/model``)."""
     net = load(model)
@@ -39,7 +39,8 @@ def train_smarttrim(model: str, out_dir: str | Path, config: SmartTrimConfig, ta
     dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size))
     collate = Collate(tokenizer, net.config.vision)
     trainer = Trainer(trim, SmartTrimObjective(task, train_config.steps), dataset, collate, train_config, out_dir,
-                      lambda m: param_groups(m, train_config), progress=progress)
+                      lambda m: param_groups(m, train_config), progress=progress,
+                      workers=workers)
     trainer.fit(resume=True)
     return save_trimmed(trim.eval(), Path(out_dir) / "model", tokenizer)
 
