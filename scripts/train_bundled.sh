@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains the two bundled models (toy-clip, toy-fusion) from a fixed seed on CPU and copies them into
-# src/vlprune/assets/. Every stage is resumable: re-run the script after an interruption to continue.
+# src/vlprune/assets/. Every stage is resumable: re-run the script after an interruption to continue; a stage whose
+# model/ is there is skipped (so stages trained elsewhere, e.g. by scripts/train_bundled_gpu.sh, are kept).
 # About 70 minutes on 2 CPU cores (about 1 s per toy-clip step, 1.5 s per toy-fusion step); a GPU makes it minutes.
 # These are exactly the commands that produced the shipped models. The toy ViT starts its position embeddings from
 # the 2-D sin-cos table (registry.py `_toy_vision`); docs/training.md ("Position") says why.
@@ -8,32 +9,40 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VLP=${VLPRUNE:-.venv/bin/vlprune}
 RUNS=${RUNS:-runs/bundled}
+# WORKERS: DataLoader processes that render the toy world ahead of the training step (the weights do not depend on
+# it). On 2 CPU cores leave it at 0; on a GPU machine the rendering is the bottleneck without them (about 600 pairs/s
+# per core), so give it most of the cores: scripts/train_bundled_gpu.sh.
+W="--workers ${WORKERS:-0}"
+trained() { [ -f "$RUNS/$1/model/model.safetensors" ]; }
 
 # 1a. toy-clip from scratch: ITC + scene supervision (per-cell attribute and position probes, colour-bound
 #     probes; vlprune.train.scene), one hard-negative twin beside each scene (32 scenes x 2 = 64 pairs per batch).
-$VLP train --model toy-clip --out "$RUNS/toy-clip-v8" --tasks itc,scene --batch-size 32 --twins 1 --lr 1e-3 \
+trained toy-clip-v8 || $VLP train $W --model toy-clip --out "$RUNS/toy-clip-v8" --tasks itc,scene --batch-size 32 --twins 1 --lr 1e-3 \
     --warmup-steps 200 --seed 0 --ckpt-every 100 --log-every 20 --steps "${CLIP_STEPS:-2000}"
 
 # 1b. toy-clip continued with families of 4 (16 scenes x 4 variants: harder negatives in every batch).
-$VLP train --model toy-clip --out "$RUNS/toy-clip-v9" --tasks itc,scene --batch-size 16 --twins 3 --lr 5e-4 \
+trained toy-clip-v9 || $VLP train $W --model toy-clip --out "$RUNS/toy-clip-v9" --tasks itc,scene --batch-size 16 --twins 3 --lr 5e-4 \
     --warmup-steps 50 --seed 0 --ckpt-every 100 --log-every 20 --steps "${TWIN_STEPS:-1000}" \
     --init-from "$RUNS/toy-clip-v8/model"
 
 # 2. toy-fusion pre-training (ITC + ITM with hard negatives + MLM + scene supervision); the image tower starts
 #    from toy-clip's, as ALBEF starts from a pretrained ViT.
-$VLP train --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v3" --tasks itc,itm,mlm,scene \
+trained toy-fusion-pretrain-v3 || $VLP train $W --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v3" --tasks itc,itm,mlm,scene \
     --steps "${FUSION_STEPS:-400}" --batch-size 64 --lr 1e-3 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-clip-v9/model" --init-parts visual,visual_proj
 
 # 3. toy-fusion VQA fine-tuning, keeping ITC, ITM and the scene probes on so one checkpoint serves retrieval
 #    and VQA.
-$VLP train --model toy-fusion --out "$RUNS/toy-fusion-vqa-v3" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
+trained toy-fusion-vqa-v3 || $VLP train $W --model toy-fusion --out "$RUNS/toy-fusion-vqa-v3" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
     --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v3/model"
 
+# BASE_ONLY=1 stops here: the two bundled models' stages, without the demo's derived checkpoints or the copy.
+[ "${BASE_ONLY:-0}" = 1 ] && exit 0
+
 # 4. The demo's SmartTrim row: toy-fusion fine-tuned on VQA with SmartTrim (keep targets: image tokens 0.5, text
 #    tokens 0.7, heads 0.8; the trimmers learn at 100x the model's learning rate, as in scripts/results_smarttrim.py).
-$VLP train --model "$RUNS/toy-fusion-vqa-v3/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
+trained toy-fusion-smarttrim || $VLP train $W --model "$RUNS/toy-fusion-vqa-v3/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
     --target-vision 0.5 --target-text 0.7 --target-heads 0.8 --set trimmer_lr_scale=100 \
     --steps "${TRIM_STEPS:-100}" --batch-size 16 --lr 1e-4 --warmup-steps 10 --seed 0 --ckpt-every 50 --log-every 10
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 import vlprune
-from vlprune.data.toyworld import ToyWorld, ceiling
+from vlprune.data.toyworld import GRID, ToyWorld, ceiling, object_extent
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy
+from vlprune.eval.cell_probe import cell_probe_accuracy
 from vlprune.eval.evaluate import evaluate
 from vlprune.models.io import weights_sha256
 
@@ -43,8 +44,7 @@ def main() -> None:
     if sys.argv[1:] == ["--render"]:  # re-write results.md from results.json (training logs re-read) without
         docs = ROOT / "docs"          # evaluating again
         payload = json.loads((docs / "results.json").read_text())
-        runs = {stage: training_summary(ROOT / "runs" / "bundled" / stage) for stage in STAGES}
-        payload["training"] = {k: v or payload["training"].get(k, {}) for k, v in runs.items()}
+        payload["training"] = _training(payload["training"])
         (docs / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
         (docs / "results.md").write_text(render(payload))
         return
@@ -57,16 +57,27 @@ def main() -> None:
     world_ceiling = ceiling(ToyWorld("val"), 1000)
     binding = {name: binding_accuracy(vlprune.load(name), vlprune.load_tokenizer(name), ToyWorld("val"), 1000)
                for name in ("toy-clip", "toy-fusion")}
-    runs = {stage: training_summary(ROOT / "runs" / "bundled" / stage) for stage in STAGES}
+    blind_ceilings = {"+".join(blind): ceiling(ToyWorld("val"), 1000, blind) for blind in BLIND}
+    cell_probe = {name: cell_probe_accuracy(vlprune.load(name), ToyWorld("train"), ToyWorld("val"))
+                  for name in ("toy-clip", "toy-fusion")}
+    previous = ROOT / "docs" / "results.json"
+    runs = _training(json.loads(previous.read_text())["training"] if previous.exists() else {})
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
                "cpu": platform.processor() or platform.machine()}
     payload = {"machine": machine, "ceiling_val_1000": world_ceiling, "training": runs, "results": results,
-               "binding_val_1000": binding}
+               "binding_val_1000": binding, "blind_ceilings_val_1000": blind_ceilings, "cell_probe": cell_probe}
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     (docs / "results.md").write_text(render(payload))
     print((docs / "results.md").read_text())
+
+
+def _training(recorded: dict) -> dict:
+    """Each stage's summary from its log in runs/bundled/, or as ``recorded`` when the log is not here (a fresh
+    clone has no runs/)."""
+    runs = {stage: training_summary(ROOT / "runs" / "bundled" / stage) for stage in STAGES}
+    return {k: v or recorded.get(k, {}) for k, v in runs.items()}
 
 
 def _row(result: dict) -> str:
@@ -87,6 +98,7 @@ def _row(result: dict) -> str:
             f"{c['text_gflops']:.3f} |")
 
 
+BLIND = (("shape",), ("cell",), ("shape", "cell"))  # attributes a model could fail to see, for blind ceilings
 STAGES = ("toy-clip-v8", "toy-clip-v9", "toy-fusion-pretrain-v3", "toy-fusion-vqa-v3")
 PAGES = {"token-reduction.md": "Token reduction (ELIP, TRIPS, EViT, ToMe, random): inference at matched GFLOPs, "
                                "speed, training cost and memory, the papers' claims",
@@ -144,6 +156,37 @@ def port_section() -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
+def limits_section(payload: dict) -> list[str]:
+    """What the models miss: the R@1 a model blind to shape / position could reach, and what the patch tokens
+    carry (cell probe)."""
+    if "blind_ceilings_val_1000" not in payload:
+        return []
+    ceilings = payload["blind_ceilings_val_1000"]
+    vision = vlprune.registry.model_config("toy-clip").vision
+    image, patch = vision.image_size, vision.patch_size
+    probes = payload["cell_probe"]
+    return [
+        "## What limits retrieval", "",
+        "The best R@1 on the same 1,000 pairs for a model that cannot see some attributes "
+        "(`ceiling(..., blind=...)`: images that differ only there are ties), beside the full ceiling:", "",
+        "| blind to | text→image | image→text |", "|---|---|---|",
+        f"| nothing | {payload['ceiling_val_1000']['image_retrieval_ceiling@1']:.3f} | "
+        f"{payload['ceiling_val_1000']['text_retrieval_ceiling@1']:.3f} |",
+        *[f"| {name.replace('+', ' and ')} | {c['image_retrieval_ceiling@1']:.3f} | "
+          f"{c['text_retrieval_ceiling@1']:.3f} |" for name, c in ceilings.items()], "",
+        "What the image tower's final patch tokens carry (`vlprune.eval.cell_probe`: linear probes on each occupied "
+        "cell's pooled tokens, fit on 2,000 train scenes, scored on the 1,000 val scenes; chance 0.125 / 0.2 / 0.5):",
+        "",
+        "| model | colour | shape | shape, small objects | shape, big objects | size |", "|---|---|---|---|---|---|",
+        *[f"| {name} | {p['probe_colour']:.3f} | {p['probe_shape']:.3f} | {p['probe_shape_small']:.3f} | "
+          f"{p['probe_shape_big']:.3f} | {p['probe_size']:.3f} |" for name, p in probes.items()], "",
+        "A model that sees colour and size but neither shape nor position is capped at the last ceiling row. On "
+        f"the toy models' {image}-px images a small object is {object_extent('small', image)} px wide and a big one "
+        f"{object_extent('big', image)} px, drawn at a random offset in a {image // GRID}-px cell, with "
+        f"{patch}-px patches.", "",
+    ]
+
+
 def _where(summary: dict) -> str:
     first, last = summary.get("scene_where_first"), summary.get("scene_where_last")
     return "—" if first is None else f"{first:.3f} → {last:.3f}"
@@ -170,7 +213,7 @@ def render(payload: dict) -> str:
         "| model | " + " | ".join(ATTRIBUTES) + " | mean |", "|---|" + "---|" * (len(ATTRIBUTES) + 1),
         *[f"| {name} | " + " | ".join(f"{b[f'binding_{a}']:.3f}" for a in ATTRIBUTES) + f" | {b['binding_mean']:.3f} |"
           for name, b in payload["binding_val_1000"].items()], "",
-        "## Quality floor", "",
+        *limits_section(payload), "## Quality floor", "",
         "The bundled models must be strong enough that a one-point loss from pruning is measurable.", "",
         "| requirement | floor | reached | |", "|---|---|---|---|", *floor_rows(payload["results"]), "",
         "## Training runs", "",

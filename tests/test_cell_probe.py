@@ -41,6 +41,10 @@ def test_probe_reads_colour_from_tokens_that_carry_it_and_nothing_from_blank_tok
     _, labels = occupied_cell_features(_PatchColours(0.0), val, 200)
     most_common = max((labels[:, 0] == c).float().mean().item() for c in labels[:, 0].unique())
     assert blind["probe_colour"] <= most_common + 1e-6
+    # the shape probe split by object size: its two parts average back to the whole, weighted by cell counts
+    small = (labels[:, 2] == 1).float().mean().item()
+    whole = small * seeing["probe_shape_small"] + (1 - small) * seeing["probe_shape_big"]
+    assert whole == pytest.approx(seeing["probe_shape"], abs=1e-6)
 
 
 def test_probe_rejects_a_patch_grid_that_does_not_split_into_cells():

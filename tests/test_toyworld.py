@@ -215,6 +215,24 @@ def test_twin_changes_one_attribute_of_one_mentioned_object_and_is_a_true_negati
     assert changed_attributes == {"colour", "shape", "size", "cell"}
 
 
+def test_a_caption_describes_its_twin_to_a_model_blind_to_the_changed_attribute():
+    world = ToyWorld("train")
+    for index in range(100):
+        scene, twin = world.scene(index), world.twin(index)
+        (before, after), = [(a, b) for a, b in zip(scene.objects, twin.objects, strict=True) if a != b]
+        changed = _differences(before, after)[0]
+        assert twin.described_by(scene.mentions, blind=(changed,)) and not twin.described_by(scene.mentions)
+
+
+def test_blind_ceilings_are_lower_and_unknown_attributes_raise():
+    world = ToyWorld("val")
+    full, no_shape, no_shape_or_cell = (ceiling(world, 200, blind) for blind in ((), ("shape",), ("shape", "cell")))
+    for key in full:
+        assert no_shape_or_cell[key] < no_shape[key] < full[key]
+    with pytest.raises(ValueError, match="'texture'"):
+        positives(world, 10, blind=("texture",))
+
+
 def test_twin_pairs_sit_side_by_side_in_the_batch(tokenizer):
     world = ToyWorld("train", image_size=32, size=8)
     pairs = ToyPairs(world, twins=1)

@@ -25,6 +25,7 @@ SIZES = ("small", "big")
 ROWS = ("top", "upper", "lower", "bottom")
 COLS = ("left", "midleft", "midright", "right")
 GRID = 4
+BLINDABLE = ("colour", "shape", "size", "cell")  # what ``ceiling(..., blind=...)`` can pretend a model cannot see
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3, "zeroshot": 4}
 SPLIT_SIZES = {"train": 200_000, "val": 1_000, "test": 1_000, "zeroshot": 1_000}
 
@@ -56,9 +57,11 @@ class Mention:
     obj: ToyObject
     with_position: bool
 
-    def matches(self, other: ToyObject) -> bool:
-        same = (self.obj.colour, self.obj.shape, self.obj.size) == (other.colour, other.shape, other.size)
-        return same and (not self.with_position or self.obj.cell == other.cell)
+    def matches(self, other: ToyObject, blind: tuple[str, ...] = ()) -> bool:
+        """``other`` is the object this mention describes; attributes in ``blind`` (``BLINDABLE``) are not compared,
+        as by a model that cannot see them."""
+        same = all(getattr(self.obj, a) == getattr(other, a) for a in ("colour", "shape", "size") if a not in blind)
+        return same and (not self.with_position or "cell" in blind or self.obj.cell == other.cell)
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,18 @@ class Scene:
     def caption(self) -> str:
         return " and ".join(m.obj.phrase(m.with_position) for m in self.mentions)
 
-    def described_by(self, mentions: tuple[Mention, ...]) -> bool:
-        """True if every mentioned object matches a distinct object of this scene."""
-        return _assign(list(mentions), list(self.objects))
+    def described_by(self, mentions: tuple[Mention, ...], blind: tuple[str, ...] = ()) -> bool:
+        """True if every mentioned object matches a distinct object of this scene (``blind``: see
+        ``Mention.matches``)."""
+        return _assign(list(mentions), list(self.objects), blind)
 
 
-def _assign(mentions: list[Mention], objects: list[ToyObject]) -> bool:
+def _assign(mentions: list[Mention], objects: list[ToyObject], blind: tuple[str, ...]) -> bool:
     if not mentions:
         return True
     first, rest = mentions[0], mentions[1:]
-    return any(first.matches(o) and _assign(rest, objects[:i] + objects[i + 1:]) for i, o in enumerate(objects))
+    return any(first.matches(o, blind) and _assign(rest, objects[:i] + objects[i + 1:], blind)
+               for i, o in enumerate(objects))
 
 
 def _rng(split_seed: int, index: int, world_seed: int) -> np.random.Generator:
@@ -285,6 +290,11 @@ def _shape_mask(shape: str, extent: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def object_extent(size: str, image_size: int) -> int:
+    """Side in pixels of the box an object of ``size`` fills (its cell is ``image_size / GRID``)."""
+    return int(round(image_size // GRID * (0.9 if size == "big" else 0.55)))
+
+
 def render(scene: Scene, image_size: int) -> np.ndarray:
     rng = np.random.default_rng(scene.seed)
     img = np.empty((image_size, image_size, 3), dtype=np.float32)
@@ -292,7 +302,7 @@ def render(scene: Scene, image_size: int) -> np.ndarray:
     img += rng.normal(0.0, 8.0, size=img.shape)
     cell = image_size // GRID
     for obj in scene.objects:
-        extent = int(round(cell * (0.9 if obj.size == "big" else 0.55)))
+        extent = object_extent(obj.size, image_size)
         slack = cell - extent
         top = (obj.cell // GRID) * cell + int(rng.integers(0, slack + 1))
         left = (obj.cell % GRID) * cell + int(rng.integers(0, slack + 1))
@@ -303,9 +313,10 @@ def render(scene: Scene, image_size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def ceiling(world: ToyWorld, count: int | None = None) -> dict[str, float]:
-    """Best achievable R@1 on the first ``count`` pairs of ``world``."""
-    return ceiling_of(positives(world, count))
+def ceiling(world: ToyWorld, count: int | None = None, blind: tuple[str, ...] = ()) -> dict[str, float]:
+    """Best achievable R@1 on the first ``count`` pairs of ``world``; with ``blind`` attributes (``BLINDABLE``),
+    the best a model that cannot see them could reach (it cannot tell apart images that differ only there)."""
+    return ceiling_of(positives(world, count, blind))
 
 
 def ceiling_of(described: np.ndarray) -> dict[str, float]:
@@ -315,11 +326,15 @@ def ceiling_of(described: np.ndarray) -> dict[str, float]:
             "text_retrieval_ceiling@1": float(np.mean(1.0 / described.sum(axis=0)))}
 
 
-def positives(world: ToyWorld, count: int | None = None) -> np.ndarray:
-    """Bool matrix [caption, image]: caption j truly describes image i (for semantic recall)."""
+def positives(world: ToyWorld, count: int | None = None, blind: tuple[str, ...] = ()) -> np.ndarray:
+    """Bool matrix [caption, image]: caption j truly describes image i (for semantic recall); ``blind``: see
+    ``Mention.matches``."""
+    unknown = sorted(set(blind) - set(BLINDABLE))
+    if unknown:
+        raise ValueError(f"blind={blind!r}: {unknown} are not attributes; expected some of {BLINDABLE}")
     count = len(world) if count is None else count
     scenes = [world.scene(i) for i in range(count)]
-    return np.array([[s.described_by(c.mentions) for s in scenes] for c in scenes])
+    return np.array([[s.described_by(c.mentions, blind) for s in scenes] for c in scenes])
 
 
 def vocabulary() -> list[str]:

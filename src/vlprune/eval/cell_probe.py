@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vlprune.data.pairs import to_pixels
-from vlprune.data.toyworld import ATTRIBUTE_CLASSES, ToyWorld, cell_targets
+from vlprune.data.toyworld import ATTRIBUTE_CLASSES, SIZES, ToyWorld, cell_targets
 from vlprune.models.io import Model
 from vlprune.train.scene import cell_patch_grid, pool_cells
 
@@ -43,7 +43,8 @@ def occupied_cell_features(model: Model, world: ToyWorld, count: int,
 def cell_probe_accuracy(model: Model, train: ToyWorld, val: ToyWorld, train_count: int = 2000,
                         val_count: int = 1000, steps: int = 300, seed: int = 0) -> dict[str, float]:
     """``probe_colour`` / ``probe_shape`` / ``probe_size``: accuracy on ``val``'s occupied cells of linear probes
-    fit (full-batch Adam on standardised features, cross-entropy) on ``train``'s."""
+    fit (full-batch Adam on standardised features, cross-entropy) on ``train``'s; ``probe_shape_small`` /
+    ``probe_shape_big``: the shape probe's accuracy on the cells of each size (a small object spans about a patch)."""
     x_fit, y_fit = occupied_cell_features(model, train, train_count)
     x_val, y_val = occupied_cell_features(model, val, val_count)
     mean, std = x_fit.mean(0), x_fit.std(0).clamp(min=1e-6)
@@ -59,5 +60,9 @@ def cell_probe_accuracy(model: Model, train: ToyWorld, val: ToyWorld, train_coun
             F.cross_entropy(x_fit @ weight + bias, y_fit[:, i]).backward()
             optimizer.step()
         with torch.no_grad():
-            out[f"probe_{name}"] = ((x_val @ weight + bias).argmax(1) == y_val[:, i]).float().mean().item()
+            right = (x_val @ weight + bias).argmax(1) == y_val[:, i]
+        out[f"probe_{name}"] = right.float().mean().item()
+        if name == "shape":
+            for code, size in enumerate(SIZES, start=1):
+                out[f"probe_shape_{size}"] = right[y_val[:, 2] == code].float().mean().item()
     return out
