@@ -1,17 +1,19 @@
 """Does balancing the scene-supervision loss teach the toy towers shape? Written to docs/results/scene-loss.md +
 .json; every number in them comes from one run of this script:
 
-    .venv/bin/python scripts/results_scene_loss.py            # ~35 min on 2 CPU cores
+    .venv/bin/python scripts/results_scene_loss.py            # ~60 min on 2 CPU cores
     .venv/bin/python scripts/results_scene_loss.py --quick    # tiny counts, to check the pipeline
 
 The shipped toy-clip's image tokens carry colour and size but barely shape, and its embeddings bind shape near
 chance (docs/results.md). ``vlprune.train.scene`` averages its cell loss over all 16 cells, 12-14 of them empty, so an
 object's shape is about 2 % of the scene loss; ``--scene-loss balanced`` weighs occupied and empty cells (positive
-and negative target entries) equally. Two settings, each with the shipped loss (``mean``) and the balanced one:
+and negative target entries) equally. Three settings, each with the shipped loss (``mean``) and the balanced one:
 
 * ``scene only, from scratch``: the image tower learns from the scene probes alone (no ITC) — perception;
 * ``ITC + scene, from toy-clip``: the bundled chain's stage 1b recipe continued from the shipped toy-clip —
-  whether perception reaches the embedding under ITC (retrieval, binding).
+  whether perception reaches the embedding under ITC (retrieval, binding);
+* ``ITC + scene, from scratch``: the chain's stage 1a recipe (32 scenes + one twin each, lr 1e-3), shortened —
+  which loss the chain should start with.
 
 Each model is scored by the cell probe (``vlprune.eval.cell_probe``: linear read-out of each occupied cell's
 colour / shape / size from its pooled patch tokens), and the ITC runs by retrieval and attribute binding.
@@ -66,12 +68,20 @@ def runs(args) -> list[dict]:
         rows.append({"setting": "ITC + scene, from toy-clip", "scene loss": loss, "steps": args.itc_steps,
                      **_scores(str(final), args, retrieval=True)})
         print(f"[scene-loss] {rows[-1]}", flush=True)
+    for loss in ("mean", "balanced"):
+        schedule = TrainConfig(steps=args.scratch_steps, batch_size=32, lr=1e-3,
+                               warmup_steps=min(200, args.scratch_steps // 3), seed=0, ckpt_every=100, log_every=20)
+        final = train("toy-clip", args.runs / f"itc-scene-scratch-{loss}", {"itc": 1.0, "scene": 1.0}, schedule,
+                      twins=1, scene_loss=loss)
+        rows.append({"setting": "ITC + scene, from scratch", "scene loss": loss, "steps": args.scratch_steps,
+                     **_scores(str(final), args, retrieval=True)})
+        print(f"[scene-loss] {rows[-1]}", flush=True)
     return rows
 
 
 def render(payload: dict) -> str:
-    columns = ["setting", "scene loss", "steps", "probe_colour", "probe_shape", "probe_size", "IR@1", "TR@1",
-               "binding_colour", "binding_shape", "binding_size", "binding_cell"]
+    columns = ["setting", "scene loss", "steps", "probe_colour", "probe_shape", "probe_shape_small", "probe_shape_big",
+               "probe_size", "IR@1", "TR@1", "binding_colour", "binding_shape", "binding_size", "binding_cell"]
 
     def cell(value: object) -> str:
         return f"{value:.3f}" if isinstance(value, float) else "—" if value is None else str(value)
@@ -87,7 +97,7 @@ def render(payload: dict) -> str:
         "`binding_*`: how often a caption scores its own image above its twin's (`vlprune.eval.binding`; chance "
         "0.5). Scene-only runs train the image tower with the scene probes alone (lr 2e-3, 32 scenes); ITC runs "
         "continue the shipped toy-clip with the bundled chain's stage-1b recipe (ITC + scene, 16 scenes x 4 "
-        "variants, lr 5e-4).", "",
+        "variants, lr 5e-4); from-scratch ITC runs use stage 1a's (32 scenes x 2 variants, lr 1e-3).", "",
         "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
         *["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in payload["rows"]], ""])
 
@@ -96,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene-steps", type=int, default=600, help="steps of each scene-only run from scratch")
     parser.add_argument("--itc-steps", type=int, default=300, help="steps of each ITC + scene run from toy-clip")
+    parser.add_argument("--scratch-steps", type=int, default=600,
+                        help="steps of each ITC + scene run from scratch (stage 1a's recipe, warm-up a third of it "
+                             "up to 200)")
     parser.add_argument("--count", type=int, default=1000, help="validation scenes / pairs")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the cell probe is fit on")
     parser.add_argument("--threads", type=int, default=2)
@@ -104,7 +117,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "scene-loss", help="training runs (resumed)")
     args = parser.parse_args()
     if args.quick:
-        args.scene_steps, args.itc_steps, args.count, args.probe_count = 2, 2, 40, 60
+        args.scene_steps, args.itc_steps, args.scratch_steps, args.count, args.probe_count = 2, 2, 3, 40, 60
     torch.set_num_threads(args.threads)
     payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "python": platform.python_version()},

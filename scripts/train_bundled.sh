@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 VLP=${VLPRUNE:-.venv/bin/vlprune}
 RUNS=${RUNS:-runs/bundled}
 # WORKERS: DataLoader processes that render the toy world ahead of the training step (the weights do not depend on
-# it). On 2 CPU cores leave it at 0; on a GPU machine the rendering is the bottleneck without them (about 600 pairs/s
-# per core), so give it most of the cores: scripts/train_bundled_gpu.sh.
+# it). On 2 CPU cores leave it at 0; on a GPU machine the rendering is the bottleneck without them, so give it most of
+# the cores: scripts/train_bundled_gpu.sh.
 W="--workers ${WORKERS:-0}"
 trained() { [ -f "$RUNS/$1/model/model.safetensors" ]; }
 
