@@ -13,27 +13,29 @@ RUNS=${RUNS:-runs/bundled}
 # it). On 2 CPU cores leave it at 0; on a GPU machine the rendering is the bottleneck without them, so give it most of
 # the cores: scripts/train_bundled_gpu.sh.
 W="--workers ${WORKERS:-0}"
+# SCENE_LOSS: how the scene probes' losses are averaged (vlprune.train.scene.SCENE_LOSSES); the shipped models used mean.
+S="--scene-loss ${SCENE_LOSS:-mean}"
 trained() { [ -f "$RUNS/$1/model/model.safetensors" ]; }
 
 # 1a. toy-clip from scratch: ITC + scene supervision (per-cell attribute and position probes, colour-bound
 #     probes; vlprune.train.scene), one hard-negative twin beside each scene (32 scenes x 2 = 64 pairs per batch).
-trained toy-clip-v8 || $VLP train $W --model toy-clip --out "$RUNS/toy-clip-v8" --tasks itc,scene --batch-size 32 --twins 1 --lr 1e-3 \
+trained toy-clip-v8 || $VLP train $W $S --model toy-clip --out "$RUNS/toy-clip-v8" --tasks itc,scene --batch-size 32 --twins 1 --lr 1e-3 \
     --warmup-steps 200 --seed 0 --ckpt-every 100 --log-every 20 --steps "${CLIP_STEPS:-2000}"
 
 # 1b. toy-clip continued with families of 4 (16 scenes x 4 variants: harder negatives in every batch).
-trained toy-clip-v9 || $VLP train $W --model toy-clip --out "$RUNS/toy-clip-v9" --tasks itc,scene --batch-size 16 --twins 3 --lr 5e-4 \
+trained toy-clip-v9 || $VLP train $W $S --model toy-clip --out "$RUNS/toy-clip-v9" --tasks itc,scene --batch-size 16 --twins 3 --lr 5e-4 \
     --warmup-steps 50 --seed 0 --ckpt-every 100 --log-every 20 --steps "${TWIN_STEPS:-1000}" \
     --init-from "$RUNS/toy-clip-v8/model"
 
 # 2. toy-fusion pre-training (ITC + ITM with hard negatives + MLM + scene supervision); the image tower starts
 #    from toy-clip's, as ALBEF starts from a pretrained ViT.
-trained toy-fusion-pretrain-v3 || $VLP train $W --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v3" --tasks itc,itm,mlm,scene \
+trained toy-fusion-pretrain-v3 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v3" --tasks itc,itm,mlm,scene \
     --steps "${FUSION_STEPS:-400}" --batch-size 64 --lr 1e-3 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-clip-v9/model" --init-parts visual,visual_proj
 
 # 3. toy-fusion VQA fine-tuning, keeping ITC, ITM and the scene probes on so one checkpoint serves retrieval
 #    and VQA.
-trained toy-fusion-vqa-v3 || $VLP train $W --model toy-fusion --out "$RUNS/toy-fusion-vqa-v3" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
+trained toy-fusion-vqa-v3 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-vqa-v3" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
     --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v3/model"
 
