@@ -1,19 +1,22 @@
 """Does balancing the scene-supervision loss teach the toy towers shape? Written to docs/results/scene-loss.md +
 .json; every number in them comes from one run of this script:
 
-    .venv/bin/python scripts/results_scene_loss.py            # ~60 min on 2 CPU cores
+    .venv/bin/python scripts/results_scene_loss.py            # ~70 min on 2 CPU cores (runs are resumed)
     .venv/bin/python scripts/results_scene_loss.py --quick    # tiny counts, to check the pipeline
 
 The shipped toy-clip's image tokens carry colour and size but barely shape, and its embeddings bind shape near
 chance (docs/results.md). ``vlprune.train.scene`` averages its cell loss over all 16 cells, 12-14 of them empty, so an
 object's shape is about 2 % of the scene loss; ``--scene-loss balanced`` weighs occupied and empty cells (positive
-and negative target entries) equally. Three settings, each with the shipped loss (``mean``) and the balanced one:
+and negative target entries) equally. Three settings, each with the shipped loss (``mean``) and the balanced one,
+then a fourth:
 
 * ``scene only, from scratch``: the image tower learns from the scene probes alone (no ITC) — perception;
 * ``ITC + scene, from toy-clip``: the bundled chain's stage 1b recipe continued from the shipped toy-clip —
   whether perception reaches the embedding under ITC (retrieval, binding);
 * ``ITC + scene, from scratch``: the chain's stage 1a recipe (32 scenes + one twin each, lr 1e-3), shortened —
-  which loss the chain should start with.
+  which loss the chain should start with;
+* ``ITC + scene, after scene only`` (balanced): the same, started from the balanced scene-only run — does
+  perception learnt first survive ITC? (It has had the scene-only steps more: not a matched budget.)
 
 Each model is scored by the cell probe (``vlprune.eval.cell_probe``: linear read-out of each occupied cell's
 colour / shape / size from its pooled patch tokens), and the ITC runs by retrieval and attribute binding.
@@ -68,14 +71,19 @@ def runs(args) -> list[dict]:
         rows.append({"setting": "ITC + scene, from toy-clip", "scene loss": loss, "steps": args.itc_steps,
                      **_scores(str(final), args, retrieval=True)})
         print(f"[scene-loss] {rows[-1]}", flush=True)
+    stage_1a = TrainConfig(steps=args.scratch_steps, batch_size=32, lr=1e-3,
+                           warmup_steps=min(200, args.scratch_steps // 3), seed=0, ckpt_every=100, log_every=20)
     for loss in ("mean", "balanced"):
-        schedule = TrainConfig(steps=args.scratch_steps, batch_size=32, lr=1e-3,
-                               warmup_steps=min(200, args.scratch_steps // 3), seed=0, ckpt_every=100, log_every=20)
-        final = train("toy-clip", args.runs / f"itc-scene-scratch-{loss}", {"itc": 1.0, "scene": 1.0}, schedule,
+        final = train("toy-clip", args.runs / f"itc-scene-scratch-{loss}", {"itc": 1.0, "scene": 1.0}, stage_1a,
                       twins=1, scene_loss=loss)
         rows.append({"setting": "ITC + scene, from scratch", "scene loss": loss, "steps": args.scratch_steps,
                      **_scores(str(final), args, retrieval=True)})
         print(f"[scene-loss] {rows[-1]}", flush=True)
+    final = train("toy-clip", args.runs / "itc-scene-after-scene-only-balanced", {"itc": 1.0, "scene": 1.0}, stage_1a,
+                  init_from=str(args.runs / "scene-only-balanced" / "model"), twins=1, scene_loss="balanced")
+    rows.append({"setting": "ITC + scene, after scene only", "scene loss": "balanced",
+                 "steps": f"{args.scene_steps} + {args.scratch_steps}", **_scores(str(final), args, retrieval=True)})
+    print(f"[scene-loss] {rows[-1]}", flush=True)
     return rows
 
 
@@ -97,7 +105,9 @@ def render(payload: dict) -> str:
         "`binding_*`: how often a caption scores its own image above its twin's (`vlprune.eval.binding`; chance "
         "0.5). Scene-only runs train the image tower with the scene probes alone (lr 2e-3, 32 scenes); ITC runs "
         "continue the shipped toy-clip with the bundled chain's stage-1b recipe (ITC + scene, 16 scenes x 4 "
-        "variants, lr 5e-4); from-scratch ITC runs use stage 1a's (32 scenes x 2 variants, lr 1e-3).", "",
+        "variants, lr 5e-4); from-scratch ITC runs use stage 1a's (32 scenes x 2 variants, lr 1e-3); the "
+        "after-scene-only run is that recipe started from the balanced scene-only model (its steps: scene-only + "
+        "ITC).", "",
         "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
         *["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in payload["rows"]], ""])
 
