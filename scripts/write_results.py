@@ -17,6 +17,7 @@ from vlprune.eval.binding import ATTRIBUTES, binding_accuracy
 from vlprune.eval.cell_probe import cell_probe_accuracy
 from vlprune.eval.evaluate import evaluate
 from vlprune.models.io import weights_sha256
+from vlprune.registry import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = [("toy-clip", "retrieval", 0), ("toy-clip", "zeroshot", 0), ("toy-fusion", "retrieval", 16),
@@ -55,11 +56,12 @@ def main() -> None:
                           rerank_k=rerank_k)
         results.append(result)
     world_ceiling = ceiling(ToyWorld("val"), 1000)
-    binding = {name: binding_accuracy(vlprune.load(name), vlprune.load_tokenizer(name), ToyWorld("val"), 1000)
-               for name in ("toy-clip", "toy-fusion")}
+    bundled = {name: (vlprune.load(name), vlprune.load_tokenizer(name)) for name in ("toy-clip", "toy-fusion")}
+    binding = {name: binding_accuracy(model, tokenizer, ToyWorld("val"), 1000)
+               for name, (model, tokenizer) in bundled.items()}
     blind_ceilings = {"+".join(blind): ceiling(ToyWorld("val"), 1000, blind) for blind in BLIND}
-    cell_probe = {name: cell_probe_accuracy(vlprune.load(name), ToyWorld("train"), ToyWorld("val"))
-                  for name in ("toy-clip", "toy-fusion")}
+    cell_probe = {name: cell_probe_accuracy(model, ToyWorld("train"), ToyWorld("val"))
+                  for name, (model, _) in bundled.items()}
     previous = ROOT / "docs" / "results.json"
     runs = _training(json.loads(previous.read_text())["training"] if previous.exists() else {})
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -162,7 +164,7 @@ def limits_section(payload: dict) -> list[str]:
     if "blind_ceilings_val_1000" not in payload:
         return []
     ceilings = payload["blind_ceilings_val_1000"]
-    vision = vlprune.registry.model_config("toy-clip").vision
+    vision = model_config("toy-clip").vision
     image, patch = vision.image_size, vision.patch_size
     probes = payload["cell_probe"]
     return [

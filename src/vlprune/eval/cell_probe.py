@@ -63,6 +63,7 @@ def cell_probe_accuracy(model: Model, train: ToyWorld, val: ToyWorld, train_coun
             right = (x_val @ weight + bias).argmax(1) == y_val[:, i]
         out[f"probe_{name}"] = right.float().mean().item()
         if name == "shape":
+            size_codes = y_val[:, list(ATTRIBUTE_CLASSES).index("size")]
             for code, size in enumerate(SIZES, start=1):
-                out[f"probe_shape_{size}"] = right[y_val[:, 2] == code].float().mean().item()
+                out[f"probe_shape_{size}"] = right[size_codes == code].float().mean().item()
     return out
