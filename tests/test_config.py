@@ -42,6 +42,7 @@ VISION_BAD = [
     ("ln_pre", {"ln_pre": "false"}),
     ("pre_norm", {"pre_norm": "yes"}),
     ("pos_embed_init", {"pos_embed_init": "rope"}),
+    ("pool", {"pool": "max"}),
     ("width", {"width": 130, "pos_embed_init": "sincos"}),           # sin-cos needs width % 4 == 0
 ]
 
@@ -195,7 +196,8 @@ def model_configs(draw) -> ModelConfig:
     finite = st.floats(-10, 10, allow_nan=False)
     vision = VisionConfig(**draw(tower_kwargs()), image_size=patch * draw(st.integers(1, 8)), patch_size=patch,
                           ln_pre=draw(st.booleans()), patch_bias=draw(st.booleans()),
-                          pos_embed_init="normal", image_mean=tuple(draw(finite) for _ in range(3)),
+                          pos_embed_init="normal", pool=draw(st.sampled_from(["cls", "mean"])),
+                          image_mean=tuple(draw(finite) for _ in range(3)),
                           image_std=tuple(draw(st.floats(0.01, 10)) for _ in range(3)))
     kind = draw(st.sampled_from(["clip", "fusion"]))
     text = draw(tower_kwargs())

@@ -81,6 +81,14 @@ def test_export_reloads_in_transformers(reference, inputs, tmp_path):
         assert max_diff(want, got) < TOL
 
 
+def test_mean_pooled_model_is_refused_by_the_clip_export(reference):
+    _, _, directory = reference
+    config = vlprune.from_hf(directory).config
+    mean_pooled = vlprune.build_model(replace(config, vision=replace(config.vision, pool="mean")))
+    with pytest.raises(ConversionError, match=r"\[CLS\] pooling"):
+        vlprune.to_hf(mean_pooled)
+
+
 def test_pruned_model_exports_zero_padded_to_stock_shapes(reference, inputs):
     _, _, directory = reference
     full = vlprune.from_hf(directory).config

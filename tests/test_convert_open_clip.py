@@ -92,11 +92,29 @@ def test_tokenizer_and_preprocessing_settings_match_open_clip(reference, tmp_pat
     assert (vision.resize, vision.crop_offset) == ("shortest", "round")  # torchvision Resize + CenterCrop
 
 
+def test_average_pooled_vision_tower_matches_and_exports(inputs, tmp_path):
+    """open_clip's ``pool_type='avg'`` (mean of the patch tokens after ln_post) is ``VisionConfig.pool='mean'``."""
+    torch.manual_seed(0)
+    avg = open_clip.CLIP(**{**MODEL_CFG, "vision_cfg": {**MODEL_CFG["vision_cfg"], "pool_type": "avg"}}).eval()
+    ours = vlprune.from_open_clip(avg)
+    assert ours.config.vision.pool == "mean"
+    for want, got in zip(_reference(avg, *inputs), _ours(ours, *inputs)):
+        assert max_diff(want, got) < TOL
+    reloaded = open_clip.create_model("local-dir:" + str(vlprune.to_open_clip(ours, tmp_path / "back"))).eval()
+    assert reloaded.visual.pool_type == "avg"
+    for want, got in zip(_reference(avg, *inputs), _reference(reloaded, *inputs)):
+        assert max_diff(want, got) < TOL
+
+
 @pytest.mark.parametrize("part,option,value", [("vision_cfg", "ls_init_value", 0.1),
                                                ("vision_cfg", "attentional_pool", True),
+                                               ("vision_cfg", "pool_type", "none"),
+                                               ("vision_cfg", "final_ln_after_pool", True),
                                                ("text_cfg", "pool_type", "last")])
 def test_unsupported_options_are_refused_by_name(tmp_path, part, option, value):
     cfg = {**MODEL_CFG, part: {**MODEL_CFG[part], option: value}}
+    if option == "final_ln_after_pool":
+        cfg["vision_cfg"]["pool_type"] = "avg"  # with [CLS] pooling the order of norm and pool does not matter
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
     save_file({"x": torch.zeros(1)}, str(tmp_path / "open_clip_model.safetensors"))
     with pytest.raises(ConversionError, match=f"{part}.{option}"):

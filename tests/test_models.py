@@ -343,3 +343,50 @@ def test_sincos_init_sets_patch_positions_and_leaves_cls_at_zero():
     assert torch.count_nonzero(vit.pos_embed[0, 0]) == 0
     normal = VisionTransformer(replace(cfg, pos_embed_init="normal"))
     assert normal.pos_embed.std() < 0.05 < vit.pos_embed.std()
+
+
+# -- image pooling ([CLS] or mean of the patch tokens) ------------------------------------------------------
+
+def _mean_pooled(model):
+    from dataclasses import replace
+
+    config = replace(model.config, vision=replace(model.config.vision, pool="mean"))
+    pooled = vlprune.build_model(config).eval()
+    pooled.load_state_dict(model.state_dict())
+    return pooled
+
+
+def test_mean_pool_projects_the_mean_of_the_final_patch_tokens(clip_model, pixels):
+    pooled = _mean_pooled(clip_model)
+    with torch.no_grad():
+        tokens = pooled.visual(pixels).x
+        want = pooled.visual_proj(tokens[:, 1:].mean(1))
+        assert torch.allclose(pooled.encode_image(pixels), want, atol=1e-6)
+        assert not torch.allclose(clip_model.encode_image(pixels), want, atol=1e-3)  # [CLS] pooling differs
+
+
+def test_mean_pool_counts_merged_tokens_by_size_and_drops_masked_ones():
+    from vlprune.models.common import pool_image
+
+    x = torch.randn(2, 5, 8)  # [CLS] + 4 patches
+    plain = pool_image(TokenState(x=x), "mean")
+    torch.testing.assert_close(plain, x[:, 1:].mean(1))
+    # merge patches 1 and 2 into their size-weighted average (ToMe): the pooled feature does not change
+    merged = torch.cat([x[:, :1], (x[:, 1:2] + x[:, 2:3]) / 2, x[:, 3:]], dim=1)
+    size = torch.tensor([1.0, 2.0, 1.0, 1.0]).expand(2, 4)[..., None]
+    torch.testing.assert_close(pool_image(TokenState(x=merged, size=size), "mean"), plain)
+    # a masked (pruned) patch counts for nothing, whatever it holds
+    mask = torch.tensor([True, True, True, True, False]).expand(2, 5)
+    junk = x.clone()
+    junk[:, 4] = 1e6
+    torch.testing.assert_close(pool_image(TokenState(x=junk, mask=mask), "mean"), x[:, 1:4].mean(1))
+    assert torch.equal(pool_image(TokenState(x=x), "cls"), x[:, 0])
+
+
+def test_mean_pool_survives_save_and_load(clip_model, pixels, tmp_path):
+    pooled = _mean_pooled(clip_model)
+    vlprune.save(pooled, tmp_path / "m")
+    again = vlprune.load(tmp_path / "m").eval()
+    assert again.config.vision.pool == "mean"
+    with torch.no_grad():
+        assert torch.equal(again.encode_image(pixels), pooled.encode_image(pixels))

@@ -17,6 +17,7 @@ FORMAT_VERSION = 1
 RESIZE_MODES = ("shortest", "squash")
 CROP_OFFSETS = ("floor", "round")
 POS_EMBED_INITS = ("normal", "sincos")
+IMAGE_POOLS = ("cls", "mean")
 
 
 class ConfigError(ValueError):
@@ -155,6 +156,10 @@ class VisionConfig(TowerConfig):
     ``"sincos"``: the fixed 2-D sine-cosine table of MAE (half the channels encode the row, half the column;
     values in [-1, 1]), a position signal as strong as the patch embeddings from step 0. Only initialisation:
     a loaded checkpoint overrides it, so converted models are unaffected.
+
+    ``pool``: which tokens the image embedding is projected from. ``"cls"`` (CLIP, ViT): the final [CLS] token;
+    ``"mean"`` (timm's ``global_pool='avg'``): the mean of the final patch tokens, each weighted by the patches it
+    stands for (token merging) and dropped where masked (token pruning); [CLS] still runs, as a token.
     """
 
     image_size: int = 64
@@ -167,6 +172,7 @@ class VisionConfig(TowerConfig):
     resize: str = "shortest"   # preprocessing: "shortest" edge + centre crop (CLIP) or "squash" to a square (BLIP)
     crop_offset: str = "floor"  # centre-crop offset: "floor" (HF image processors) or "round" (torchvision, open_clip)
     pos_embed_init: str = "normal"
+    pool: str = "cls"
 
     def __post_init__(self) -> None:
         self._validate_tower()
@@ -190,6 +196,7 @@ class VisionConfig(TowerConfig):
         _require(self.crop_offset in CROP_OFFSETS, owner, "crop_offset", self.crop_offset, f"one of {CROP_OFFSETS}")
         _require(self.pos_embed_init in POS_EMBED_INITS, owner, "pos_embed_init", self.pos_embed_init,
                  f"one of {POS_EMBED_INITS}")
+        _require(self.pool in IMAGE_POOLS, owner, "pool", self.pool, f"one of {IMAGE_POOLS}")
         if self.pos_embed_init == "sincos":
             _require(self.width % 4 == 0, owner, "width", self.width, "a multiple of 4 (pos_embed_init='sincos')")
 

@@ -23,6 +23,20 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def pool_image(state: TokenState, pool: str) -> torch.Tensor:
+    """(B, D) image feature: the [CLS] token (``"cls"``) or the mean of the patch tokens (``"mean"``), weighted by
+    ``size`` (a merged token counts for the patches it covers), ``mask`` (pruned keys count 0) and ``log_keep``
+    (a soft keep mask counts exp(log_keep))."""
+    if pool == "cls":
+        return state.x[:, 0]
+    weight = torch.ones_like(state.x[:, 1:, :1]) if state.size is None else state.size[:, 1:].to(state.x.dtype)
+    if state.mask is not None:
+        weight = weight * state.mask[:, 1:, None].to(weight.dtype)
+    if state.log_keep is not None:
+        weight = weight * state.log_keep[:, 1:, None].exp()
+    return (state.x[:, 1:] * weight).sum(1) / weight.sum(1)
+
+
 class DualTowerModel(nn.Module):
     """Vision tower + text tower + projections into a shared embedding space with a learnable temperature."""
 
@@ -43,13 +57,14 @@ class DualTowerModel(nn.Module):
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False,
                      guide: torch.Tensor | None = None) -> torch.Tensor:
-        """Projected image embedding from the final [CLS] token; ``guide`` (from ``text_guide``) steers
+        """Projected image embedding from the final [CLS] token (or the patch tokens' mean: ``VisionConfig.pool``);
+        ``guide`` (from ``text_guide``) steers
         text-guided token reduction when one is applied."""
         return self.image_embedding(self.visual(pixel_values, guide=guide), normalize)
 
     def image_embedding(self, state: TokenState, normalize: bool = False) -> torch.Tensor:
-        """Project the [CLS] token of a finished image tower pass."""
-        emb = self.visual_proj(state.x[:, 0])
+        """Project the pooled token of a finished image tower pass (``VisionConfig.pool``)."""
+        emb = self.visual_proj(pool_image(state, self.config.vision.pool))
         return F.normalize(emb, dim=-1) if normalize else emb
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -93,11 +93,12 @@ def hf_config(config: ModelConfig):
     from transformers import BlipConfig
 
     v, t = config.vision, config.text
-    blip = t.fusion_from_embeddings and config.proj_bias and v.patch_bias and not v.ln_pre
+    blip = t.fusion_from_embeddings and config.proj_bias and v.patch_bias and not v.ln_pre and v.pool == "cls"
     if not (blip and config.num_answers == 0):
         raise ConversionError(f"{config.name or 'this model'} does not have BLIP's retrieval layout (fusion from the "
-                              "embeddings in every text layer, projections with bias, no VQA head); keep it in "
-                              "vlprune's format (vlprune.save)")
+                              "embeddings in every text layer, projections with bias, [CLS] pooling, no VQA head); "
+                              "keep it in vlprune's "
+                              "format (vlprune.save)")
     text = {**tower_kwargs(t), "vocab_size": t.vocab_size, "max_position_embeddings": t.max_length,
             "pad_token_id": t.pad_token_id, "encoder_hidden_size": v.width}
     vision = {**tower_kwargs(v), "image_size": v.image_size, "patch_size": v.patch_size}

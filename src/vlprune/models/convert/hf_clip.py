@@ -105,9 +105,10 @@ def hf_config(config: ModelConfig):
 
     v, t = config.vision, config.text
     if not (v.ln_pre and not v.patch_bias and v.qkv_bias and v.pre_norm and t.pre_norm and t.qkv_bias
-            and t.flavour == "clip"):
+            and t.flavour == "clip" and v.pool == "cls"):
         raise ConversionError(f"{config.name or 'this model'} does not have CLIP's layout (pre-LN ViT with ln_pre, "
-                              "bias-free patch embedding, causal text tower); keep it in vlprune's format")
+                              "bias-free patch embedding, [CLS] pooling, causal text tower); keep it in vlprune's "
+                              "format")
     eos = t.eot_token_id if t.eot_token_id is not None else 2  # 2: transformers pools at the highest id
     text = {**tower_kwargs(t), "vocab_size": t.vocab_size, "max_position_embeddings": t.max_length,
             "eos_token_id": eos, "pad_token_id": t.pad_token_id}

@@ -29,10 +29,11 @@ CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors")
 EPS = 1e-5
 # options with the value vlprune supports (anything else in a config is refused by name)
-_VISION_OK = {"ls_init_value": None, "attentional_pool": False, "pos_embed_type": "learnable", "pool_type": "tok",
+_VISION_OK = {"ls_init_value": None, "attentional_pool": False, "pos_embed_type": "learnable",
               "block_type": None, "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False,
               "scale_attn_inner": False, "scale_attn": False, "scale_fc": False, "timm_model_name": None,
               "act_kwargs": None, "norm_kwargs": None}
+_VISION_POOLS = {"tok": "cls", "avg": "mean"}  # open_clip vision pool_type -> VisionConfig.pool
 _TEXT_OK = {"hf_model_name": None, "embed_cls": False, "no_causal_mask": False, "proj_bias": False,
             "proj_type": "linear", "ls_init_value": None, "block_type": None, "qk_norm": False,
             "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False, "scale_attn": False,
@@ -48,6 +49,11 @@ def _refuse_unsupported(model_cfg: dict) -> None:
     pool = model_cfg.get("text_cfg", {}).get("pool_type", "argmax")
     if pool not in ("argmax", "eos"):
         bad["text_cfg.pool_type"] = pool
+    vision = model_cfg.get("vision_cfg", {})
+    if vision.get("pool_type", "tok") not in _VISION_POOLS:
+        bad["vision_cfg.pool_type"] = vision["pool_type"]
+    elif vision.get("pool_type") == "avg" and vision.get("final_ln_after_pool", False):
+        bad["vision_cfg.final_ln_after_pool"] = True  # LayerNorm of the mean != mean of the LayerNorms
     if not isinstance(model_cfg.get("vision_cfg", {}).get("layers", 12), int):
         bad["vision_cfg.layers"] = model_cfg["vision_cfg"]["layers"]  # a tuple means a ModifiedResNet
     if bad:
@@ -74,7 +80,7 @@ def config_from_open_clip(model_cfg: dict, preprocess_cfg: dict | None = None, n
     vision = VisionConfig(image_size=image_size, patch_size=v.get("patch_size", 16), width=width,
                           num_layers=v.get("layers", 12), head_dim=head_width, num_heads=width // head_width,
                           intermediate_size=int(width * v.get("mlp_ratio", 4.0)), ln_pre=not v.get("no_ln_pre", False),
-                          patch_bias=False, act=act, layer_norm_eps=EPS,
+                          patch_bias=False, act=act, layer_norm_eps=EPS, pool=_VISION_POOLS[v.get("pool_type", "tok")],
                           **open_clip_preprocess(preprocess_cfg or {}, image_size))
     t_width, heads, vocab = t.get("width", 512), t.get("heads", 8), t.get("vocab_size", 49408)
     eot = t.get("eos_id", 2) if t.get("pool_type", "argmax") == "eos" else vocab - 1
@@ -127,7 +133,8 @@ def _instance_cfg(model: torch.nn.Module) -> tuple[dict, dict]:
     vision_cfg = {"image_size": visual.image_size, "patch_size": visual.conv1.kernel_size[0], "width": width,
                   "layers": len(visual.transformer.resblocks), "head_width": width // v_block.attn.num_heads,
                   "mlp_ratio": v_block.mlp.c_fc.out_features / width,
-                  "no_ln_pre": isinstance(visual.ln_pre, torch.nn.Identity)}
+                  "no_ln_pre": isinstance(visual.ln_pre, torch.nn.Identity), "pool_type": visual.pool_type,
+                  "final_ln_after_pool": visual.final_ln_after_pool}
     text_cfg = {"context_length": model.positional_embedding.shape[0],
                 "vocab_size": model.token_embedding.num_embeddings, "width": t_width,
                 "heads": t_block.attn.num_heads, "layers": len(model.transformer.resblocks),
@@ -200,7 +207,8 @@ def open_clip_config(config: ModelConfig) -> dict:
     model_cfg = {"embed_dim": config.embed_dim, "quick_gelu": v.act == "quick_gelu",
                  "vision_cfg": {"image_size": v.image_size, "layers": v.num_layers, "width": v.width,
                                 "head_width": v.head_dim, "mlp_ratio": ratios["vision"], "patch_size": v.patch_size,
-                                "no_ln_pre": not v.ln_pre},
+                                "no_ln_pre": not v.ln_pre,
+                                "pool_type": {ours: theirs for theirs, ours in _VISION_POOLS.items()}[v.pool]},
                  "text_cfg": {"context_length": t.max_length, "vocab_size": t.vocab_size, "width": t.width,
                               "heads": t.num_heads[0], "layers": t.num_layers, "mlp_ratio": ratios["text"], **pool}}
     preprocess_cfg = {"size": v.image_size, "mode": "RGB", "mean": list(v.image_mean), "std": list(v.image_std),
