@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from results_scene_loss import _scores  # the same cell probe, retrieval and binding scores
+from results_scene_loss import _scores, page, write_page  # the same scores, the same page layout
 
 import vlprune
 from vlprune.models.io import weights_sha256
@@ -84,23 +82,15 @@ def render(payload: dict) -> str:
     columns = ["start", "pool", "steps", "IR@1", "TR@1", "binding_colour", "binding_shape", "binding_size",
                "binding_cell", "probe_shape", "probe_shape_small", "probe_shape_big"]
 
-    def cell(value: object) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
     n = payload["settings"]["count"]
-    return "\n".join([
-        "# Image pooling: [CLS] vs mean of the patch tokens", "",
-        "Written by `scripts/results_pooling.py` (raw values in `pooling.json`); never edited by hand.", "",
-        f"Machine: {payload['machine']}. Settings: {payload['settings']}.", "",
+    return page("Image pooling: [CLS] vs mean of the patch tokens", "pooling", payload, (
         "toy-clip with the image embedding projected from the final [CLS] token (`pool=cls`, as shipped) or from the "
         "mean of the final patch tokens (`pool=mean`, `VisionConfig.pool`), trained with ITC + the balanced scene "
         "loss: from scratch with the bundled chain's stage-1a recipe (32 scenes x 2 variants, lr 1e-3), or "
         "continuing the shipped toy-clip's weights with stage 1b's (16 scenes x 4 variants, lr 5e-4). The [CLS] rows "
         "are the balanced rows of [scene-loss.md](scene-loss.md), same recipe, seed and counts. "
         f"IR@1 / TR@1: retrieval on {n} val pairs; `binding_*`: a caption against its twin (chance 0.5); "
-        "`probe_shape*`: the cell probe on the final patch tokens (chance 0.2).", "",
-        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-        *["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in payload["rows"]], ""])
+        "`probe_shape*`: the cell probe on the final patch tokens (chance 0.2)."), columns)
 
 
 def main() -> None:
@@ -113,16 +103,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "pooling", help="training runs (resumed)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "python": platform.python_version()},
-               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
-               "model_sha256": {"toy-clip": weights_sha256("toy-clip")}}
-    payload["rows"] = runs(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pooling.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / "pooling.md").write_text(render(payload))
-    print(f"wrote {args.out / 'pooling.json'} and {args.out / 'pooling.md'}")
+    write_page(args, "pooling", runs, render)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -87,18 +88,29 @@ def runs(args) -> list[dict]:
     return rows
 
 
+def table(columns: list[str], rows: list[dict]) -> list[str]:
+    """Markdown table lines: floats to 3 decimals, a missing value as a dash."""
+    def cell(value: object) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else "—" if value is None else str(value)
+
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]]
+
+
+def page(title: str, stem: str, payload: dict, prose: str, columns: list[str]) -> str:
+    """A results page: title, where it comes from, machine and settings, the prose, the table of rows."""
+    script = Path(__file__).parent / f"results_{stem.replace('-', '_')}.py"
+    return "\n".join([f"# {title}", "", f"Written by `scripts/{script.name}` (raw values in `{stem}.json`); never "
+                      "edited by hand.", "", f"Machine: {payload['machine']}. Settings: {payload['settings']}.", "",
+                      prose, "", *table(columns, payload["rows"]), ""])
+
+
 def render(payload: dict) -> str:
     columns = ["setting", "scene loss", "steps", "probe_colour", "probe_shape", "probe_shape_small", "probe_shape_big",
                "probe_size", "IR@1", "TR@1", "binding_colour", "binding_shape", "binding_size", "binding_cell"]
 
-    def cell(value: object) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else "—" if value is None else str(value)
-
     n = payload["settings"]["count"]
-    return "\n".join([
-        "# Scene-supervision loss: mean vs balanced", "",
-        "Written by `scripts/results_scene_loss.py` (raw values in `scene-loss.json`); never edited by hand.", "",
-        f"Machine: {payload['machine']}. Settings: {payload['settings']}.", "",
+    return page("Scene-supervision loss: mean vs balanced", "scene-loss", payload, (
         "`probe_*`: accuracy of a linear read-out of each occupied cell's attribute from its pooled final patch "
         f"tokens (`vlprune.eval.cell_probe`; fit on {payload['settings']['probe_count']} train scenes, scored on "
         f"{n} val scenes; chance 0.125 colour, 0.2 shape, 0.5 size). IR@1 / TR@1: retrieval on {n} val pairs. "
@@ -107,9 +119,21 @@ def render(payload: dict) -> str:
         "continue the shipped toy-clip with the bundled chain's stage-1b recipe (ITC + scene, 16 scenes x 4 "
         "variants, lr 5e-4); from-scratch ITC runs use stage 1a's (32 scenes x 2 variants, lr 1e-3); the "
         "after-scene-only run is that recipe started from the balanced scene-only model (its steps: scene-only + "
-        "ITC).", "",
-        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-        *["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in payload["rows"]], ""])
+        "ITC)."), columns)
+
+
+def write_page(args, stem: str, runs: Callable, render: Callable[[dict], str]) -> None:
+    """Run ``runs(args)`` and write ``args.out / stem`` .json (machine, settings, toy-clip's SHA-256, rows) and .md."""
+    torch.set_num_threads(args.threads)
+    payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                           "torch": torch.__version__, "python": platform.python_version()},
+               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
+               "model_sha256": {"toy-clip": weights_sha256("toy-clip")}}
+    payload["rows"] = runs(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(render(payload))
+    print(f"wrote {args.out / f'{stem}.json'} and {args.out / f'{stem}.md'}")
 
 
 def main() -> None:
@@ -128,16 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.scene_steps, args.itc_steps, args.scratch_steps, args.count, args.probe_count = 2, 2, 3, 40, 60
-    torch.set_num_threads(args.threads)
-    payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "python": platform.python_version()},
-               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
-               "model_sha256": {"toy-clip": weights_sha256("toy-clip")}}
-    payload["rows"] = runs(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scene-loss.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / "scene-loss.md").write_text(render(payload))
-    print(f"wrote {args.out / 'scene-loss.json'} and {args.out / 'scene-loss.md'}")
+    write_page(args, "scene-loss", runs, render)
 
 
 if __name__ == "__main__":
