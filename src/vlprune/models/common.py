@@ -58,8 +58,7 @@ class DualTowerModel(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False,
                      guide: torch.Tensor | None = None) -> torch.Tensor:
         """Projected image embedding from the final [CLS] token (or the patch tokens' mean: ``VisionConfig.pool``);
-        ``guide`` (from ``text_guide``) steers
-        text-guided token reduction when one is applied."""
+        ``guide`` (from ``text_guide``) steers text-guided token reduction when one is applied."""
         return self.image_embedding(self.visual(pixel_values, guide=guide), normalize)
 
     def image_embedding(self, state: TokenState, normalize: bool = False) -> torch.Tensor:

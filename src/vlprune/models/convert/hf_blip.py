@@ -97,8 +97,7 @@ def hf_config(config: ModelConfig):
     if not (blip and config.num_answers == 0):
         raise ConversionError(f"{config.name or 'this model'} does not have BLIP's retrieval layout (fusion from the "
                               "embeddings in every text layer, projections with bias, [CLS] pooling, no VQA head); "
-                              "keep it in vlprune's "
-                              "format (vlprune.save)")
+                              "keep it in vlprune's format (vlprune.save)")
     text = {**tower_kwargs(t), "vocab_size": t.vocab_size, "max_position_embeddings": t.max_length,
             "pad_token_id": t.pad_token_id, "encoder_hidden_size": v.width}
     vision = {**tower_kwargs(v), "image_size": v.image_size, "patch_size": v.patch_size}

@@ -54,8 +54,8 @@ def _refuse_unsupported(model_cfg: dict) -> None:
         bad["vision_cfg.pool_type"] = vision["pool_type"]
     elif vision.get("pool_type") == "avg" and vision.get("final_ln_after_pool", False):
         bad["vision_cfg.final_ln_after_pool"] = True  # LayerNorm of the mean != mean of the LayerNorms
-    if not isinstance(model_cfg.get("vision_cfg", {}).get("layers", 12), int):
-        bad["vision_cfg.layers"] = model_cfg["vision_cfg"]["layers"]  # a tuple means a ModifiedResNet
+    if not isinstance(vision.get("layers", 12), int):
+        bad["vision_cfg.layers"] = vision["layers"]  # a tuple means a ModifiedResNet
     if bad:
         raise ConversionError(f"open_clip options {bad} are not supported; vlprune converts ViT CLIP models with the "
                               "built-in text transformer")
