@@ -4,7 +4,9 @@
 # model/ is there is skipped (so stages trained elsewhere, e.g. by scripts/train_bundled_gpu.sh, are kept).
 # About 70 minutes on 2 CPU cores (about 1 s per toy-clip step, 1.5 s per toy-fusion step); a GPU makes it minutes.
 # These are exactly the commands that produced the shipped models. The toy ViT starts its position embeddings from
-# the 2-D sin-cos table (registry.py `_toy_vision`); docs/training.md ("Position") says why.
+# the 2-D sin-cos table (registry.py `_toy_vision`); docs/training.md ("Position") says why. The learning rates are
+# at most 3e-4: at 1e-3 the text tower never learns which colour a word belongs to (docs/results/text-binding.md,
+# docs/training.md "Learning rate").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLP=${VLPRUNE:-.venv/bin/vlprune}
@@ -19,43 +21,43 @@ trained() { [ -f "$RUNS/$1/model/model.safetensors" ]; }
 
 # 1a. toy-clip from scratch: ITC + scene supervision (per-cell attribute and position probes, colour-bound
 #     probes; vlprune.train.scene), one hard-negative twin beside each scene (32 scenes x 2 = 64 pairs per batch).
-trained toy-clip-v8 || $VLP train $W $S --model toy-clip --out "$RUNS/toy-clip-v8" --tasks itc,scene --batch-size 32 --twins 1 --lr 1e-3 \
+trained toy-clip-v10 || $VLP train $W $S --model toy-clip --out "$RUNS/toy-clip-v10" --tasks itc,scene --batch-size 32 --twins 1 --lr 3e-4 \
     --warmup-steps 200 --seed 0 --ckpt-every 100 --log-every 20 --steps "${CLIP_STEPS:-2000}"
 
 # 1b. toy-clip continued with families of 4 (16 scenes x 4 variants: harder negatives in every batch).
-trained toy-clip-v9 || $VLP train $W $S --model toy-clip --out "$RUNS/toy-clip-v9" --tasks itc,scene --batch-size 16 --twins 3 --lr 5e-4 \
+trained toy-clip-v11 || $VLP train $W $S --model toy-clip --out "$RUNS/toy-clip-v11" --tasks itc,scene --batch-size 16 --twins 3 --lr 1.5e-4 \
     --warmup-steps 50 --seed 0 --ckpt-every 100 --log-every 20 --steps "${TWIN_STEPS:-1000}" \
-    --init-from "$RUNS/toy-clip-v8/model"
+    --init-from "$RUNS/toy-clip-v10/model"
 
 # 2. toy-fusion pre-training (ITC + ITM with hard negatives + MLM + scene supervision); the image tower starts
 #    from toy-clip's, as ALBEF starts from a pretrained ViT.
-trained toy-fusion-pretrain-v3 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v3" --tasks itc,itm,mlm,scene \
-    --steps "${FUSION_STEPS:-400}" --batch-size 64 --lr 1e-3 --warmup-steps 50 --seed 0 --ckpt-every 100 \
-    --log-every 20 --init-from "$RUNS/toy-clip-v9/model" --init-parts visual,visual_proj
+trained toy-fusion-pretrain-v4 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-pretrain-v4" --tasks itc,itm,mlm,scene \
+    --steps "${FUSION_STEPS:-400}" --batch-size 64 --lr 3e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
+    --log-every 20 --init-from "$RUNS/toy-clip-v11/model" --init-parts visual,visual_proj
 
 # 3. toy-fusion VQA fine-tuning, keeping ITC, ITM and the scene probes on so one checkpoint serves retrieval
 #    and VQA.
-trained toy-fusion-vqa-v3 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-vqa-v3" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
-    --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
-    --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v3/model"
+trained toy-fusion-vqa-v4 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-vqa-v4" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
+    --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 3e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
+    --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v4/model"
 
 # BASE_ONLY=1 stops here: the two bundled models' stages, without the demo's derived checkpoints or the copy.
 [ "${BASE_ONLY:-0}" = 1 ] && exit 0
 
 # 4. The demo's SmartTrim row: toy-fusion fine-tuned on VQA with SmartTrim (keep targets: image tokens 0.5, text
 #    tokens 0.7, heads 0.8; the trimmers learn at 100x the model's learning rate, as in scripts/results_smarttrim.py).
-trained toy-fusion-smarttrim || $VLP train $W --model "$RUNS/toy-fusion-vqa-v3/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
+trained toy-fusion-smarttrim || $VLP train $W --model "$RUNS/toy-fusion-vqa-v4/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
     --target-vision 0.5 --target-text 0.7 --target-heads 0.8 --set trimmer_lr_scale=100 \
     --steps "${TRIM_STEPS:-100}" --batch-size 16 --lr 1e-4 --warmup-steps 10 --seed 0 --ckpt-every 50 --log-every 10
 
 # 5. The demo's MoPE-CLIP row: toy-clip's image tower pruned to half its parameters (width, distil, depth, distil).
-[ -f "$RUNS/toy-clip-mope/prune.json" ] || $VLP prune --model "$RUNS/toy-clip-v9/model" --out "$RUNS/toy-clip-mope" \
+[ -f "$RUNS/toy-clip-mope/prune.json" ] || $VLP prune --model "$RUNS/toy-clip-v11/model" --out "$RUNS/toy-clip-mope" \
     --method mope --stage finetune --tower vision --target-params 0.5 --distill-steps "${MOPE_DISTIL:-100}" --lr 1e-3
 
 A=src/vlprune/assets
 mkdir -p $A/toy-clip $A/toy-fusion $A/toy-fusion-smarttrim $A/toy-clip-mope/cost_tables
-cp "$RUNS/toy-clip-v9/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip/
-cp "$RUNS/toy-fusion-vqa-v3/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-fusion/
+cp "$RUNS/toy-clip-v11/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip/
+cp "$RUNS/toy-fusion-vqa-v4/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-fusion/
 cp "$RUNS/toy-fusion-smarttrim/model/"* $A/toy-fusion-smarttrim/
 cp "$RUNS/toy-clip-mope/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip-mope/
 cp "$RUNS/toy-clip-mope/cost_tables/"*.json $A/toy-clip-mope/cost_tables/

@@ -101,7 +101,7 @@ def _row(result: dict) -> str:
 
 
 BLIND = (("shape",), ("cell",), ("shape", "cell"))  # attributes a model could fail to see, for blind ceilings
-STAGES = ("toy-clip-v8", "toy-clip-v9", "toy-fusion-pretrain-v3", "toy-fusion-vqa-v3")
+STAGES = ("toy-clip-v10", "toy-clip-v11", "toy-fusion-pretrain-v4", "toy-fusion-vqa-v4")
 PAGES = {"token-reduction.md": "Token reduction (ELIP, TRIPS, EViT, ToMe, random): inference at matched GFLOPs, "
                                "speed, training cost and memory, the papers' claims",
          "mope.md": "MoPE-CLIP structured pruning vs magnitude / Taylor / every-other-layer / random",
