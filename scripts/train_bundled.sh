@@ -5,7 +5,7 @@
 # About 70 minutes on 2 CPU cores (about 1 s per toy-clip step, 1.5 s per toy-fusion step); a GPU makes it minutes.
 # These are exactly the commands that produced the shipped models. The toy ViT starts its position embeddings from
 # the 2-D sin-cos table (registry.py `_toy_vision`); docs/training.md ("Position") says why. The learning rates are
-# at most 3e-4: at 1e-3 the text tower never learns which colour a word belongs to (docs/results/text-binding.md,
+# at most 3e-4 until the VQA fine-tune: at 1e-3 the text tower never learns which colour a word belongs to (docs/results/text-binding.md,
 # docs/training.md "Learning rate").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ trained toy-fusion-pretrain-v4 || $VLP train $W $S --model toy-fusion --out "$RU
 # 3. toy-fusion VQA fine-tuning, keeping ITC, ITM and the scene probes on so one checkpoint serves retrieval
 #    and VQA.
 trained toy-fusion-vqa-v4 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-vqa-v4" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
-    --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 3e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
+    --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v4/model"
 
 # BASE_ONLY=1 stops here: the two bundled models' stages, without the demo's derived checkpoints or the copy.
