@@ -5,8 +5,8 @@
 # About 70 minutes on 2 CPU cores (about 1 s per toy-clip step, 1.5 s per toy-fusion step); a GPU makes it minutes.
 # These are exactly the commands that produced the shipped models. The toy ViT starts its position embeddings from
 # the 2-D sin-cos table (registry.py `_toy_vision`); docs/training.md ("Position") says why. The learning rates are
-# at most 3e-4 until the VQA fine-tune: at 1e-3 the text tower never learns which colour a word belongs to
-# (docs/results/text-binding.md, docs/training.md "Learning rate").
+# at most 3e-4 until the VQA fine-tune: at 1e-3 the towers learn which colour a word belongs to much later or not
+# at all (docs/results/text-binding.md, docs/training.md "Learning rate").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLP=${VLPRUNE:-.venv/bin/vlprune}
