@@ -7,7 +7,7 @@ A fresh text tower of toy-clip's shape (or the BERT flavour) plus one linear hea
 with direct supervision: for every colour mentioned once in a toy-world caption, predict that object's size, shape
 and (when the caption says it) row and column. Accuracy is scored on validation captions. This isolates the text
 side of retrieval: if the pooled state cannot be trained to carry "which colour has which shape", no contrastive
-loss will teach it either. The shipped toy models were trained at lr 1e-3; this page shows what that costs.
+loss will teach it either. The bundled chain once trained at lr 1e-3; this page shows what that costs.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def caption_targets(world: ToyWorld, indices: np.ndarray) -> tuple[list[str], to
         for mention in scene.mentions:
             if colours.count(mention.obj.colour) != 1:
                 continue
-            row = targets[n, COLOUR_NAMES.index(mention.obj.colour)]
-            row[0], row[1] = SIZES.index(mention.obj.size), SHAPES.index(mention.obj.shape)
+            entry = targets[n, COLOUR_NAMES.index(mention.obj.colour)]
+            entry[0], entry[1] = SIZES.index(mention.obj.size), SHAPES.index(mention.obj.shape)
             if mention.with_position:
-                row[2], row[3] = divmod(mention.obj.cell, GRID)
+                entry[2], entry[3] = divmod(mention.obj.cell, GRID)
     return captions, torch.from_numpy(targets)
 
 
