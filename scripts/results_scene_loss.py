@@ -122,13 +122,15 @@ def render(payload: dict) -> str:
         "ITC)."), columns)
 
 
-def write_page(args, stem: str, runs: Callable, render: Callable[[dict], str]) -> None:
-    """Run ``runs(args)`` and write ``args.out / stem`` .json (machine, settings, toy-clip's SHA-256, rows) and .md."""
+def write_page(args, stem: str, runs: Callable, render: Callable[[dict], str],
+               models: tuple[str, ...] = ("toy-clip",)) -> None:
+    """Run ``runs(args)`` and write ``args.out / stem`` .json (machine, settings, the SHA-256 of the bundled
+    ``models`` it measures, rows) and .md."""
     torch.set_num_threads(args.threads)
     payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "python": platform.python_version()},
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
-               "model_sha256": {"toy-clip": weights_sha256("toy-clip")}}
+               "model_sha256": {name: weights_sha256(name) for name in models}}
     payload["rows"] = runs(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")

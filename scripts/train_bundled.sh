@@ -2,7 +2,7 @@
 # Trains the two bundled models (toy-clip, toy-fusion) from a fixed seed on CPU and copies them into
 # src/vlprune/assets/. Every stage is resumable: re-run the script after an interruption to continue; a stage whose
 # model/ is there is skipped (so stages trained elsewhere, e.g. by scripts/train_bundled_gpu.sh, are kept).
-# About 70 minutes on 2 CPU cores (about 1 s per toy-clip step, 1.5 s per toy-fusion step); a GPU makes it minutes.
+# About 80 minutes on 2 CPU cores (about 1 s per toy-clip step, 1.5 s per toy-fusion step); a GPU makes it minutes.
 # These are exactly the commands that produced the shipped models. The toy ViT starts its position embeddings from
 # the 2-D sin-cos table (registry.py `_toy_vision`); docs/training.md ("Position") says why. The learning rates are
 # at most 3e-4 until the VQA fine-tune: at 1e-3 the towers learn which colour a word belongs to much later or not
@@ -36,9 +36,12 @@ trained toy-fusion-pretrain-v4 || $VLP train $W $S --model toy-fusion --out "$RU
     --log-every 20 --init-from "$RUNS/toy-clip-v11/model" --init-parts visual,visual_proj
 
 # 3. toy-fusion VQA fine-tuning, keeping ITC, ITM and the scene probes on so one checkpoint serves retrieval
-#    and VQA.
-trained toy-fusion-vqa-v4 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-vqa-v4" --tasks vqa,itc:0.5,itm:0.5,scene:0.5 \
-    --steps "${VQA_STEPS:-400}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
+#    and VQA. Grounded: the fusion layers' [CLS] cross-attention is told which cell each question is about
+#    (ground) and a read-out of the fused [CLS] what object is there (ground_object); without them the position
+#    questions stayed near chance (docs/results/grounding.md, docs/training.md "Grounded VQA").
+trained toy-fusion-vqa-v5 || $VLP train $W $S --model toy-fusion --out "$RUNS/toy-fusion-vqa-v5" \
+    --tasks vqa,ground,ground_object,itc:0.5,itm:0.5,scene:0.5 \
+    --steps "${VQA_STEPS:-800}" --batch-size 64 --lr 5e-4 --warmup-steps 50 --seed 0 --ckpt-every 100 \
     --log-every 20 --init-from "$RUNS/toy-fusion-pretrain-v4/model"
 
 # BASE_ONLY=1 stops here: the two bundled models' stages, without the demo's derived checkpoints or the copy.
@@ -46,7 +49,7 @@ trained toy-fusion-vqa-v4 || $VLP train $W $S --model toy-fusion --out "$RUNS/to
 
 # 4. The demo's SmartTrim row: toy-fusion fine-tuned on VQA with SmartTrim (keep targets: image tokens 0.5, text
 #    tokens 0.7, heads 0.8; the trimmers learn at 100x the model's learning rate, as in scripts/results_smarttrim.py).
-trained toy-fusion-smarttrim || $VLP train $W --model "$RUNS/toy-fusion-vqa-v4/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
+trained toy-fusion-smarttrim || $VLP train $W --model "$RUNS/toy-fusion-vqa-v5/model" --out "$RUNS/toy-fusion-smarttrim" --method smarttrim --tasks vqa \
     --target-vision 0.5 --target-text 0.7 --target-heads 0.8 --set trimmer_lr_scale=100 \
     --steps "${TRIM_STEPS:-100}" --batch-size 16 --lr 1e-4 --warmup-steps 10 --seed 0 --ckpt-every 50 --log-every 10
 
@@ -57,7 +60,7 @@ trained toy-fusion-smarttrim || $VLP train $W --model "$RUNS/toy-fusion-vqa-v4/m
 A=src/vlprune/assets
 mkdir -p $A/toy-clip $A/toy-fusion $A/toy-fusion-smarttrim $A/toy-clip-mope/cost_tables
 cp "$RUNS/toy-clip-v11/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip/
-cp "$RUNS/toy-fusion-vqa-v4/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-fusion/
+cp "$RUNS/toy-fusion-vqa-v5/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-fusion/
 cp "$RUNS/toy-fusion-smarttrim/model/"* $A/toy-fusion-smarttrim/
 cp "$RUNS/toy-clip-mope/model/"{config.json,model.safetensors,tokenizer.json} $A/toy-clip-mope/
 cp "$RUNS/toy-clip-mope/cost_tables/"*.json $A/toy-clip-mope/cost_tables/

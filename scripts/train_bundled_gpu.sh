@@ -44,8 +44,8 @@ set -a; . "$OUT/steps.env"; set +a
 scripts/train_bundled.sh
 
 $VLPRUNE eval --model "$RUNS/toy-clip-v11/model" --task retrieval --data toyworld:val --out "$OUT/toy-clip-retrieval.json"
-$VLPRUNE eval --model "$RUNS/toy-fusion-vqa-v4/model" --task vqa --data toyworld:val --out "$OUT/toy-fusion-vqa.json"
-for stage in toy-clip-v10 toy-clip-v11 toy-fusion-pretrain-v4 toy-fusion-vqa-v4; do
+$VLPRUNE eval --model "$RUNS/toy-fusion-vqa-v5/model" --task vqa --data toyworld:val --out "$OUT/toy-fusion-vqa.json"
+for stage in toy-clip-v10 toy-clip-v11 toy-fusion-pretrain-v4 toy-fusion-vqa-v5; do
     tar -czf "$OUT/$stage.tar.gz" -C "$RUNS" "$stage/model"
 done
 tar -czf "$OUT/metrics.tar.gz" -C "$RUNS" $(cd "$RUNS" && ls -d */metrics.jsonl)

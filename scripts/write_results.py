@@ -16,6 +16,7 @@ from vlprune.data.toyworld import GRID, ToyWorld, ceiling, object_extent
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy
 from vlprune.eval.cell_probe import cell_probe_accuracy
 from vlprune.eval.evaluate import evaluate
+from vlprune.eval.grounding import question_cell_attention
 from vlprune.models.io import weights_sha256
 from vlprune.registry import model_config
 
@@ -62,12 +63,14 @@ def main() -> None:
     blind_ceilings = {"+".join(blind): ceiling(ToyWorld("val"), 1000, blind) for blind in BLIND}
     cell_probe = {name: cell_probe_accuracy(model, ToyWorld("train"), ToyWorld("val"))
                   for name, (model, _) in bundled.items()}
+    grounding = question_cell_attention(*bundled["toy-fusion"], ToyWorld("val"), 1000)
     previous = ROOT / "docs" / "results.json"
     runs = _training(json.loads(previous.read_text())["training"] if previous.exists() else {})
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
                "cpu": platform.processor() or platform.machine()}
     payload = {"machine": machine, "ceiling_val_1000": world_ceiling, "training": runs, "results": results,
-               "binding_val_1000": binding, "blind_ceilings_val_1000": blind_ceilings, "cell_probe": cell_probe}
+               "binding_val_1000": binding, "blind_ceilings_val_1000": blind_ceilings, "cell_probe": cell_probe,
+               "question_cell_attention_val_1000": grounding}
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -101,7 +104,7 @@ def _row(result: dict) -> str:
 
 
 BLIND = (("shape",), ("cell",), ("shape", "cell"))  # attributes a model could fail to see, for blind ceilings
-STAGES = ("toy-clip-v10", "toy-clip-v11", "toy-fusion-pretrain-v4", "toy-fusion-vqa-v4")
+STAGES = ("toy-clip-v10", "toy-clip-v11", "toy-fusion-pretrain-v4", "toy-fusion-vqa-v5")
 PAGES = {"token-reduction.md": "Token reduction (ELIP, TRIPS, EViT, ToMe, random): inference at matched GFLOPs, "
                                "speed, training cost and memory, the papers' claims",
          "mope.md": "MoPE-CLIP structured pruning vs magnitude / Taylor / every-other-layer / random",
@@ -111,7 +114,9 @@ PAGES = {"token-reduction.md": "Token reduction (ELIP, TRIPS, EViT, ToMe, random
          "port.md": "Speed of our converted CLIP ViT-B/16 vision tower vs transformers' CLIPVisionModel",
          "scene-loss.md": "Scene-supervision loss, mean vs balanced: shape in the patch tokens (cell probe), "
                           "retrieval and binding under ITC",
-         "pooling.md": "Image pooling, [CLS] vs mean of the patch tokens: retrieval and binding of toy-clip under ITC"}
+         "pooling.md": "Image pooling, [CLS] vs mean of the patch tokens: retrieval and binding of toy-clip under ITC",
+         "grounding.md": "Grounded VQA: toy-fusion's stage 3 without and with attention supervision (ground) and the "
+                         "fused object read-out (ground_object)"}
 
 FLOOR = {"toy-clip retrieval R@1 (both directions)": 0.50, "toy-fusion VQA accuracy": 0.70}
 
@@ -128,7 +133,7 @@ def floor_rows(results: list[dict]) -> list[str]:
 
 
 # pages measured on the bundled weights
-ON_BUNDLED = ("token-reduction.md", "mope.md", "smarttrim.md", "scene-loss.md", "pooling.md")
+ON_BUNDLED = ("token-reduction.md", "mope.md", "smarttrim.md", "scene-loss.md", "pooling.md", "grounding.md")
 
 
 def page_status(page: str) -> str:
@@ -191,6 +196,25 @@ def limits_section(payload: dict) -> list[str]:
     ]
 
 
+def grounding_section(payload: dict) -> list[str]:
+    """Where toy-fusion looks when it answers a question about one object (``vlprune.eval.grounding``)."""
+    if "question_cell_attention_val_1000" not in payload:
+        return []
+    shares = payload["question_cell_attention_val_1000"]
+    return ["## Where toy-fusion looks when it answers", "",
+            "Share of the fusion layers' [CLS] cross-attention (mean over layers and heads) on the cell of the object "
+            "a validation question is about (`vlprune.eval.grounding`; attention spread evenly gives 4/65 ≈ 0.06), "
+            "beside the accuracy on that question type:", "",
+            "| question type | attention share on its cell | VQA accuracy |", "|---|---|---|",
+            *[f"| {kind} | {share:.3f} | {_vqa_by_type(payload).get(kind, float('nan')):.3f} |"
+              for kind, share in shares.items() if kind != "all"],
+            f"| all four | {shares['all']:.3f} | |", ""]
+
+
+def _vqa_by_type(payload: dict) -> dict[str, float]:
+    return next(r for r in payload["results"] if r["task"] == "vqa")["metrics"]["vqa_accuracy_by_type"]
+
+
 def _where(summary: dict) -> str:
     first, last = summary.get("scene_where_first"), summary.get("scene_where_last")
     return "—" if first is None else f"{first:.3f} → {last:.3f}"
@@ -217,7 +241,7 @@ def render(payload: dict) -> str:
         "| model | " + " | ".join(ATTRIBUTES) + " | mean |", "|---|" + "---|" * (len(ATTRIBUTES) + 1),
         *[f"| {name} | " + " | ".join(f"{b[f'binding_{a}']:.3f}" for a in ATTRIBUTES) + f" | {b['binding_mean']:.3f} |"
           for name, b in payload["binding_val_1000"].items()], "",
-        *limits_section(payload), "## Quality floor", "",
+        *limits_section(payload), *grounding_section(payload), "## Quality floor", "",
         "The bundled models must be strong enough that a one-point loss from pruning is measurable.", "",
         "| requirement | floor | reached | |", "|---|---|---|---|", *floor_rows(payload["results"]), "",
         "## Training runs", "",

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import vlprune
-from helpers.tiny import tiny_clip_config
+from helpers.tiny import tiny_clip_config, tiny_fusion_config
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import (
+    ANSWERS,
     COLOURS,
     SHAPES,
     SIZES,
@@ -21,8 +22,9 @@ from vlprune.data.toyworld import (
     colour_targets,
 )
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy, changed_attribute
+from vlprune.eval.grounding import question_cell_attention, question_object_probe
 from vlprune.train.objectives import Objective
-from vlprune.train.scene import SceneProbes
+from vlprune.train.scene import SceneProbes, grounding_loss, target_cell_attention
 from vlprune.train.trainer import TrainContext
 
 
@@ -30,7 +32,8 @@ def _scene() -> Scene:
     red = ToyObject("red", "circle", "big", 0)
     blue = ToyObject("blue", "cross", "small", 13)
     green = ToyObject("green", "square", "small", 6)
-    return Scene((red, blue, green), (Mention(red, True), Mention(blue, False)), "q", "red", "colour", (0, 0, 0), 1)
+    return Scene((red, blue, green), (Mention(red, True), Mention(blue, False)), "q", "red", "colour", red.cell,
+                 (0, 0, 0), 1)
 
 
 def test_cell_targets_say_what_is_where():
@@ -196,3 +199,94 @@ def test_binding_probe_exposes_a_colour_only_model(tokenizer):
     for attribute in ("shape", "size", "cell"):  # same colours -> tied scores -> counted as failures
         assert scores[f"binding_{attribute}"] < 0.1
     assert scores["binding_mean"] == pytest.approx(np.mean([scores[f"binding_{a}"] for a in ATTRIBUTES]))
+
+
+def test_target_cell_attention_is_the_share_on_the_patches_of_the_question_cell():
+    patch_grid = 8  # 2x2 patches per cell; cell 5 (row 1, column 1) holds patches at rows 2-3, columns 2-3
+    on_cell_5 = torch.zeros(1, 2, 1 + patch_grid**2)
+    for r, c in ((2, 2), (2, 3), (3, 2), (3, 3)):
+        on_cell_5[..., 1 + r * patch_grid + c] = 0.25
+    uniform = torch.full((1, 2, 1 + patch_grid**2), 1 / (1 + patch_grid**2))
+    attn = [torch.cat([on_cell_5, on_cell_5, uniform, on_cell_5])]
+    cells = torch.tensor([5, 6, 5, -1])
+    share = target_cell_attention(attn, cells, patch_grid)
+    assert torch.allclose(share, torch.tensor([1.0, 0.0, 4 / 65, 0.0]))
+    # the count / exists row (cell -1) is left out; the cell-6 row, with no attention on its cell, costs -log 1e-6
+    loss = grounding_loss(share, cells)
+    assert torch.isclose(loss, -(torch.log(torch.tensor(1e-6)) + torch.log(torch.tensor(4 / 65))) / 3)
+    with pytest.raises(ValueError, match="every patch token"):
+        target_cell_attention([on_cell_5[:, :, :10]], cells[:1], patch_grid)
+
+
+def test_ground_task_teaches_the_fusion_layers_to_look_at_the_question_cell(tokenizer):
+    torch.manual_seed(0)
+    config = tiny_fusion_config(num_answers=len(ANSWERS))
+    model = vlprune.build_model(config)
+    batch = _batch(tokenizer, config, n=16)
+    assert (batch["question_cell"] >= 0).any() and (batch["question_cell"] < 16).all()
+    with pytest.raises(ValueError, match="use them with 'vqa'"):
+        Objective({"itc": 1.0, "ground": 1.0})(model, batch, _ctx())
+    with pytest.raises(ValueError, match="use it with 'scene'"):
+        Objective({"vqa": 1.0, "ground_object": 1.0})(model, batch, _ctx())
+    # recording the cross-attention (math path) leaves the fused tokens as they are
+    image = model.visual(batch["pixel_values"])
+    question = model.text(batch["question_ids"], batch["question_mask"])
+    recorded: dict[str, torch.Tensor] = {}
+    assert torch.allclose(model.fuse(question, image, recorded).x, model.fuse(question, image).x, atol=1e-6)
+    assert set(recorded) == {"text.2"} and recorded["text.2"].shape == (16, 4, image.x.shape[1])
+    probes = SceneProbes(model, model.config)
+    objective = Objective({"vqa": 1.0, "ground": 1.0, "ground_object": 1.0, "scene": 1.0})
+    out = objective(probes, batch, _ctx())
+    first_share, first_object = out["ground_share"].item(), out["ground_object"].item()
+    optimizer = torch.optim.Adam(probes.parameters(), lr=3e-3)
+    for _ in range(30):
+        optimizer.zero_grad()
+        out = objective(probes, batch, _ctx())
+        out["loss"].backward()
+        optimizer.step()
+    assert out["ground_share"].item() > max(0.5, 3 * first_share)
+    assert out["ground_object"].item() < 0.5 * first_object
+
+
+def test_question_cell_attention_of_a_model_that_looks_everywhere_is_the_uniform_share(tokenizer):
+    torch.manual_seed(0)
+    model = vlprune.build_model(tiny_fusion_config(num_answers=len(ANSWERS)))
+    cross = model.text.blocks[2].cross_attn
+    torch.nn.init.zeros_(cross.k.weight)
+    torch.nn.init.zeros_(cross.k.bias)  # every key alike: attention uniform over [CLS] + 16 patches (1 per cell)
+    shares = question_cell_attention(model, tokenizer, ToyWorld("val", image_size=32), 60, batch_size=25)
+    assert {"colour", "all"} <= set(shares) <= {"colour", "shape", "size", "where", "all"}
+    assert all(abs(share - 1 / 17) < 1e-5 for share in shares.values())
+    with pytest.raises(ValueError, match="fusion model"):
+        question_cell_attention(vlprune.build_model(tiny_clip_config()), tokenizer, ToyWorld("val"), 10)
+
+
+def test_question_object_probe_reads_shape_where_it_is_and_not_where_it_is_not(tokenizer):
+    """A random tiny model's cell tokens carry the pixels of the object (shape above chance); with the cross-attention
+    values zeroed, its fused [CLS] depends on the question alone and knows nothing of the shape."""
+    torch.manual_seed(0)
+    model = vlprune.build_model(tiny_fusion_config(num_answers=len(ANSWERS), vision={"image_size": 64}))
+    torch.nn.init.zeros_(model.text.blocks[2].cross_attn.v.weight)
+    torch.nn.init.zeros_(model.text.blocks[2].cross_attn.v.bias)
+    probe = question_object_probe(model, tokenizer, ToyWorld("train"), ToyWorld("val"), 300, 200)
+    assert probe["cell_shape"] > 0.3 > probe["fused_shape"]
+
+
+def test_object_loss_reads_what_and_where_the_question_object_is():
+    probes = SceneProbes(vlprune.build_model(tiny_fusion_config()), tiny_fusion_config())
+    image_cells = torch.zeros(1, 3, 16, dtype=torch.long)
+    image_cells[0, :, 6] = torch.tensor([3, 2, 1])  # colour 3, shape 2, size 1 (1-based codes) at row 1, column 2
+    colour, shape, size = (9, 6, 3)  # ATTRIBUTE_CLASSES: 8 + 1, 5 + 1, 2 + 1
+    truth = [3, colour + 2, colour + shape + 1, colour + shape + size + 1, colour + shape + size + 4 + 2]
+    torch.nn.init.zeros_(probes.fused_object.weight)
+    with torch.no_grad():
+        probes.fused_object.bias.zero_()
+        probes.fused_object.bias[truth] = 30.0
+    fused = torch.randn(1, 32)
+    assert probes.object_loss(fused, image_cells, torch.tensor([6])).item() < 1e-6
+    assert probes.object_loss(fused, image_cells, torch.tensor([5])).item() > 10  # the empty cell next door
+    none = probes.object_loss(fused, image_cells, torch.tensor([-1]))
+    assert none.item() == 0 and none.requires_grad
+    with pytest.raises(ValueError, match="fusion model"):
+        SceneProbes(vlprune.build_model(tiny_clip_config()), tiny_clip_config()).object_loss(fused, image_cells,
+                                                                                             torch.tensor([6]))

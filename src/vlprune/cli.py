@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=f"architecture ({', '.join(list_models())}) or checkpoint dir")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model/)")
     p.add_argument("--tasks", default="itc",
-                   help="comma list of itc,itm,mlm,vqa,scene with optional :weight (scene: the toy world's "
-                        "per-cell attribute supervision, see vlprune.train.scene)")
+                   help="comma list of itc,itm,mlm,vqa,scene,ground,ground_object with optional :weight (scene: "
+                        "the toy world's per-cell attribute supervision; ground / ground_object, with vqa: where the "
+                        "question's object is and what it is; see vlprune.train.scene)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
     p.add_argument("--lr", type=float, default=1e-3)

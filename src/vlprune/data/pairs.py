@@ -45,6 +45,7 @@ def _item(index: int, scene: Scene, image_size: int) -> dict:
     image_colours, caption_colours, caption_known = colour_targets(scene)
     return {"index": index, "image": render(scene, image_size), "caption": scene.caption,
             "question": scene.question, "answer": ANSWERS.index(scene.answer), "qtype": scene.question_type,
+            "question_cell": scene.question_cell,
             "image_cells": cell_targets(scene), "image_colours": image_colours, "caption_colours": caption_colours,
             "caption_colours_known": caption_known}
 
@@ -63,6 +64,7 @@ class Collate:
         return {"pixel_values": to_pixels([it["image"] for it in items], self.vision),
                 "input_ids": ids, "attention_mask": mask, "question_ids": q_ids, "question_mask": q_mask,
                 "answer": torch.tensor([it["answer"] for it in items]),
+                "question_cell": torch.tensor([it["question_cell"] for it in items]),
                 "index": torch.tensor([it["index"] for it in items]),
                 **{key: torch.from_numpy(np.stack([it[key] for it in items]))
                    for key in SCENE_TARGETS if key in items[0]}}

@@ -71,6 +71,7 @@ class Scene:
     question: str
     answer: str
     question_type: str
+    question_cell: int  # the cell of the object the question is about; -1 for count / exists questions
     background: tuple[int, int, int]
     seed: int
 
@@ -135,9 +136,9 @@ class ToyWorld:
         mentions = tuple(Mention(objects[i], bool(rng.random() >= self.omit_position_rate)) for i in mentioned)
         if n_mention >= 2 and not any(m.with_position for m in mentions):
             mentions = (Mention(mentions[0].obj, True),) + mentions[1:]
-        qtype, question, answer = _question(objects, rng)
+        qtype, question, answer, cell = _question(objects, rng)
         background = tuple(int(v) for v in rng.integers(20, 90, size=3))
-        return Scene(objects, mentions, question, answer, qtype, background, int(rng.integers(2**31)))
+        return Scene(objects, mentions, question, answer, qtype, cell, background, int(rng.integers(2**31)))
 
     def image(self, index: int) -> np.ndarray:
         """The scene rendered as (H, W, 3) uint8."""
@@ -157,8 +158,8 @@ class ToyWorld:
             objects = tuple(changed if o == scene.mentions[k].obj else o for o in scene.objects)
             mentions = tuple(Mention(changed if i == k else m.obj, m.with_position)
                              for i, m in enumerate(scene.mentions))
-            qtype, question, answer = _question(objects, rng)
-            twin = Scene(objects, mentions, question, answer, qtype, scene.background, scene.seed)
+            qtype, question, answer, cell = _question(objects, rng)
+            twin = Scene(objects, mentions, question, answer, qtype, cell, scene.background, scene.seed)
             if not twin.described_by(scene.mentions) and not scene.described_by(mentions):
                 return twin
         raise RuntimeError(f"no twin found for scene {index} of split {self.split!r}")  # pragma: no cover
@@ -244,31 +245,32 @@ def class_names() -> list[str]:
 ZEROSHOT_TEMPLATES = ("a {}", "a small {}", "a big {}")
 
 
-def _question(objects: tuple[ToyObject, ...], rng: np.random.Generator) -> tuple[str, str, str]:
-    """A question about one object (or the scene, for counts) with an answer from ``ANSWERS``."""
+def _question(objects: tuple[ToyObject, ...], rng: np.random.Generator) -> tuple[str, str, str, int]:
+    """A question about one object (or the scene, for counts and existence) with an answer from ``ANSWERS``:
+    (type, question, answer, the object's cell or -1)."""
     qtype = str(rng.choice(QUESTION_TYPES))
     target = objects[int(rng.integers(len(objects)))]
     if qtype == "colour":
-        return qtype, f"what colour is the object at {target.where}", target.colour
+        return qtype, f"what colour is the object at {target.where}", target.colour, target.cell
     if qtype == "shape":
-        return qtype, f"what shape is the object at {target.where}", target.shape
+        return qtype, f"what shape is the object at {target.where}", target.shape, target.cell
     if qtype == "size":
-        return qtype, f"what size is the object at {target.where}", target.size
+        return qtype, f"what size is the object at {target.where}", target.size, target.cell
     if qtype == "count":
         colour = str(rng.choice(list(COLOURS))) if rng.random() < 0.5 else target.colour
-        return qtype, f"how many {colour} objects are there", str(sum(o.colour == colour for o in objects))
+        return qtype, f"how many {colour} objects are there", str(sum(o.colour == colour for o in objects)), -1
     if qtype == "exists":
         if rng.random() < 0.5:
             colour, shape = target.colour, target.shape
         else:
             colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))
         found = any(o.colour == colour and o.shape == shape for o in objects)
-        return qtype, f"is there a {colour} {shape}", "yes" if found else "no"
+        return qtype, f"is there a {colour} {shape}", "yes" if found else "no", -1
     same_kind = [o for o in objects if (o.colour, o.shape) == (target.colour, target.shape)]
     if len(same_kind) > 1:  # "where" needs a unique referent; fall back to its colour
-        return "colour", f"what colour is the object at {target.where}", target.colour
+        return "colour", f"what colour is the object at {target.where}", target.colour, target.cell
     row, col = target.where.split()
-    return qtype, f"where is the {target.colour} {target.shape}", f"{row}-{col}"
+    return qtype, f"where is the {target.colour} {target.shape}", f"{row}-{col}", target.cell
 
 
 def _shape_mask(shape: str, extent: int) -> np.ndarray:

@@ -47,23 +47,30 @@ def cell_probe_accuracy(model: Model, train: ToyWorld, val: ToyWorld, train_coun
     ``probe_shape_big``: the shape probe's accuracy on the cells of each size (a small object spans about a patch)."""
     x_fit, y_fit = occupied_cell_features(model, train, train_count)
     x_val, y_val = occupied_cell_features(model, val, val_count)
-    mean, std = x_fit.mean(0), x_fit.std(0).clamp(min=1e-6)
-    x_fit, x_val = (x_fit - mean) / std, (x_val - mean) / std
     generator = torch.Generator().manual_seed(seed)
     out = {}
     for i, (name, classes) in enumerate(ATTRIBUTE_CLASSES.items()):
-        weight = (torch.randn(x_fit.shape[1], classes, generator=generator) * 0.01).requires_grad_()
-        bias = torch.zeros(classes, requires_grad=True)
-        optimizer = torch.optim.Adam([weight, bias], lr=1e-2)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            F.cross_entropy(x_fit @ weight + bias, y_fit[:, i]).backward()
-            optimizer.step()
-        with torch.no_grad():
-            right = (x_val @ weight + bias).argmax(1) == y_val[:, i]
+        right = linear_probe(x_fit, y_fit[:, i], x_val, y_val[:, i], classes, steps, generator)
         out[f"probe_{name}"] = right.float().mean().item()
         if name == "shape":
             size_codes = y_val[:, list(ATTRIBUTE_CLASSES).index("size")]
             for code, size in enumerate(SIZES, start=1):
                 out[f"probe_shape_{size}"] = right[size_codes == code].float().mean().item()
     return out
+
+
+def linear_probe(x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, classes: int,
+                 steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Fit a linear classifier (full-batch Adam, cross-entropy) on standardised ``x_fit`` -> ``y_fit``; return which
+    of ``x_val``'s rows it gets right (bool)."""
+    mean, std = x_fit.mean(0), x_fit.std(0).clamp(min=1e-6)
+    x_fit, x_val = (x_fit - mean) / std, (x_val - mean) / std
+    weight = (torch.randn(x_fit.shape[1], classes, generator=generator) * 0.01).requires_grad_()
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=1e-2)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(x_fit @ weight + bias, y_fit).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return (x_val @ weight + bias).argmax(1) == y_val

@@ -46,10 +46,12 @@ class FusionModel(DualTowerModel):
             return self.text.embed(input_ids, attention_mask)
         return self.text(input_ids, attention_mask) if text_state is None else text_state
 
-    def fuse(self, text_state: TokenState, image_state: TokenState) -> TokenState:
+    def fuse(self, text_state: TokenState, image_state: TokenState,
+             cross_cls_attn: dict[str, torch.Tensor] | None = None) -> TokenState:
         """Run the fusion layers on ``fusion_input`` tokens: they attend to themselves and, by cross-attention,
-        to image tokens."""
-        ctx = self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask)
+        to image tokens. A dict ``cross_cls_attn`` receives each fusion layer's [CLS] cross-attention (B, H, M)."""
+        ctx = self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask,
+                                cross_cls_attn=cross_cls_attn)
         state = TokenState(x=text_state.x, mask=text_state.mask)
         return self.text.run(state, ctx, self.config.text.fusion_start, None, use_cross=True)
 

@@ -13,6 +13,8 @@ Methods never patch model code. They act only through:
   skipped (SmartTrim's hard masks); a gate given beside it is ``(B, h)``, one entry per computed head;
 * ``TokenState.log_keep`` / ``ctx.encoder_log_keep`` — a float ``(B, N)`` added to the attention logits of
   the keys (self-attention / cross-attention): ``log M`` of a soft keep mask, 0 keeps, -inf removes (SmartTrim);
+* ``ctx.cross_cls_attn`` — a dict: each fusion layer stores the head-wise cross-attention of its [CLS] query
+  over the image tokens ``(B, H, M)`` under its key (then the math path is used; attention supervision);
 * ``TokenState.size`` — tokens that stand for several patches add ``log(size)`` to their attention
   logits (ToMe proportional attention) when ``ctx.proportional_attn`` is on;
 * ``TokenState.mask`` — boolean key mask ``(B, N)``; masked keys get no attention;
@@ -64,6 +66,7 @@ class ForwardContext:
     head_gates: dict[str, torch.Tensor] = field(default_factory=dict)
     head_index: dict[str, torch.Tensor] = field(default_factory=dict)  # heads to compute; others skipped
     extras: dict[str, object] = field(default_factory=dict)  # method-specific (e.g. text guidance)
+    cross_cls_attn: dict[str, torch.Tensor] | None = None  # filled by fusion layers when a dict is given
 
 
 @dataclass
@@ -300,8 +303,12 @@ class Block(nn.Module):
 
             def cross_attention(h: torch.Tensor) -> torch.Tensor:
                 key = self.key + ".cross"
-                return self.cross_attn(h, kv=ctx.encoder_states, bias=cross_bias, head_gate=ctx.head_gates.get(key),
-                                       heads=ctx.head_index.get(key)).out
+                record = ctx.cross_cls_attn is not None
+                result = self.cross_attn(h, kv=ctx.encoder_states, bias=cross_bias, head_gate=ctx.head_gates.get(key),
+                                         want_cls_attn=record, heads=ctx.head_index.get(key))
+                if record:
+                    ctx.cross_cls_attn[self.key] = result.cls_attn
+                return result.out
 
             state = replace(state, x=self._residual(state.x, self.norm_cross, cross_attention))
         return replace(state, x=self._residual(state.x, self.norm2, lambda h: self.mlp(h, structure.neurons)))

@@ -18,9 +18,12 @@ from vlprune.models.layers import TokenState
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
 from vlprune.train.contrastive import itc_loss
 from vlprune.train.momentum import MomentumQueue, queued_itc_loss
-from vlprune.train.scene import SceneProbes
+from vlprune.train.scene import SceneProbes, cell_patch_grid, grounding_loss, target_cell_attention
 
-TASKS = ("itc", "itm", "mlm", "vqa", "scene")
+TASKS = ("itc", "itm", "mlm", "vqa", "scene", "ground", "ground_object")
+"""Grounded VQA on the toy world (with ``vqa``): ``ground`` tells the fusion layers where the object of each question
+is (``grounding_loss`` on their [CLS] cross-attention), ``ground_object`` (with ``scene``) what it is
+(``SceneProbes.object_loss`` on the fused [CLS])."""
 
 
 def sample_hard_negatives(similarity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -70,6 +73,10 @@ class Objective:
         if ("scene" in self.tasks) != (probes is not None):
             raise ValueError("task 'scene' and SceneProbes go together: wrap the model in SceneProbes for it, "
                              "and only for it")
+        if {"ground", "ground_object"} & set(self.tasks) and "vqa" not in self.tasks:
+            raise ValueError("tasks 'ground' and 'ground_object' supervise the VQA pass: use them with 'vqa'")
+        if "ground_object" in self.tasks and "scene" not in self.tasks:
+            raise ValueError("task 'ground_object' trains a scene probe: use it with 'scene'")
         needs_fusion = set(self.tasks) - {"itc", "scene"}
         if needs_fusion and not isinstance(model, FusionModel):
             raise ValueError(f"tasks {sorted(needs_fusion)} need a fusion model (kind='fusion')")
@@ -83,9 +90,21 @@ class Objective:
             if model.vqa_head is None:
                 raise ValueError("task 'vqa' needs a model with a VQA head (config num_answers > 0)")
             fusion_question = model.fusion_input(batch["question_ids"], batch["question_mask"], question)
-            logits = model.vqa_head(model.fuse(fusion_question, image_state).x[:, 0])
+            cross_cls_attn: dict[str, torch.Tensor] | None = {} if "ground" in self.tasks else None
+            fused_cls = model.fuse(fusion_question, image_state, cross_cls_attn).x[:, 0]
+            logits = model.vqa_head(fused_cls)
             out["vqa"] = F.cross_entropy(logits, batch["answer"])
             out["vqa_acc"] = (logits.argmax(-1) == batch["answer"]).float().mean().detach()
+            if {"ground", "ground_object"} & set(self.tasks) and "question_cell" not in batch:
+                raise ValueError("tasks 'ground' and 'ground_object' need the cell each question is about "
+                                 "(batch['question_cell'], given by the toy world); drop them for other VQA data")
+            if cross_cls_attn is not None:
+                share = target_cell_attention(list(cross_cls_attn.values()), batch["question_cell"],
+                                              cell_patch_grid(model.config.vision, "task 'ground'"))
+                out["ground"] = grounding_loss(share, batch["question_cell"])
+                out["ground_share"] = (share.sum() / (batch["question_cell"] >= 0).sum().clamp(min=1)).detach()
+            if "ground_object" in self.tasks:
+                out["ground_object"] = probes.object_loss(fused_cls, batch["image_cells"], batch["question_cell"])
         if {"itc", "itm", "scene"} & set(self.tasks):
             text_emb = model.text_embedding(text_state, ids, mask, normalize=True)
         if {"itc", "itm"} & set(self.tasks):

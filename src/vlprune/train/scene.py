@@ -4,7 +4,7 @@ Contrastive training on the toy world suffers *feature suppression*: colour alon
 negatives, so the towers stop at a bag of colours and never learn shape, size or position (measured: caption
 embeddings that differ only in those words had cosine 1.000). The generator knows every scene's contents, so
 the towers can be told directly what is where — the toy-world analogue of the dense / region supervision of
-detection-pretrained VLMs. Three linear probes, trained with the model and dropped when it is saved:
+detection-pretrained VLMs. Linear probes, trained with the model and dropped when it is saved:
 
 * ``image_cells``: every cell's pooled patch tokens -> (colour, shape, size) of the object there, or empty, and
   the cell's own row and column (so tokens keep *where* they are: without it, the fusion model answered
@@ -12,7 +12,12 @@ detection-pretrained VLMs. Three linear probes, trained with the model and dropp
 * ``image_colours``: the image embedding -> for each colour, the rows, columns, shapes and sizes of the objects
   of that colour (multi-hot; ``ToyWorld.colour_targets``): attributes bound to colour, linearly readable;
 * ``text_colours``: the caption embedding -> the same, for what the caption says (entries it leaves open are
-  masked).
+  masked);
+* ``fused_object`` (fusion models, task ``ground_object``): the fused [CLS] of a VQA question -> the colour, shape,
+  size, row and column of the object the question is about.
+
+``target_cell_attention`` / ``grounding_loss`` (task ``ground``) tell the fusion layers' [CLS] cross-attention
+to look at that object's cell.
 
 A first version read every cell's attributes from the embeddings (16 cells x 18 classes); those probes
 collapsed to "empty" for every cell (0 % on occupied cells after 1,000 steps) and did not move the embeddings,
@@ -54,6 +59,8 @@ class SceneProbes(nn.Module):
         per_colour = len(COLOURS) * COLOUR_TARGET_WIDTH
         self.image_colours = nn.Linear(config.embed_dim, per_colour)
         self.text_colours = nn.Linear(config.embed_dim, per_colour)
+        # task 'ground_object': a question's fused [CLS] -> what and where its object is (fusion models only)
+        self.fused_object = nn.Linear(config.text.width, classes + 2 * GRID) if config.kind == "fusion" else None
 
     def cell_features(self, patch_tokens: torch.Tensor) -> torch.Tensor:
         """(B, patches, width) in raster order -> (B, cells, width), each cell the mean of its patches."""
@@ -78,6 +85,24 @@ class SceneProbes(nn.Module):
             known = batch["caption_colours_known"].flatten(1)
             out["scene_text"] = self._bce(self.text_colours(text_emb), batch["caption_colours"].flatten(1), known)
         return out
+
+    def object_loss(self, fused_cls: torch.Tensor, image_cells: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of a linear read-out of the fused [CLS] (B, width) of each question about one object
+        (``cells`` (B,) >= 0) -> that object's colour, shape, size (``image_cells`` (B, 3, cells) at its cell), row
+        and column; the mean over the five. It asks every such question's pass to carry all of the object, not only
+        the attribute asked (4 in 6 questions then train the read-out of shape, 1 in 6 without it)."""
+        if self.fused_object is None:
+            raise ValueError("task 'ground_object' needs a fusion model (kind='fusion')")
+        about = cells >= 0
+        logits = self.fused_object(fused_cls[about])
+        if not about.any():  # keep the graph (every rank back-propagates through the same parameters)
+            return logits.sum()
+        what, row, col = logits.split([logits.shape[-1] - 2 * GRID, GRID, GRID], dim=-1)
+        cell = cells[about]
+        held = image_cells[about].gather(2, cell[:, None, None].expand(-1, 3, 1)).squeeze(2)  # (n, 3)
+        parts = what.split(list(ATTRIBUTE_CLASSES.values()), dim=-1)
+        total = sum(F.cross_entropy(part, held[:, i]) for i, part in enumerate(parts))
+        return (total + F.cross_entropy(row, cell // GRID) + F.cross_entropy(col, cell % GRID)) / (len(parts) + 2)
 
     def _bce(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         """Binary cross-entropy over the decided entries (``known``; all when None), averaged as ``SCENE_LOSSES``
@@ -121,3 +146,23 @@ def pool_cells(patch_tokens: torch.Tensor, patch_grid: int) -> torch.Tensor:
 def _balanced_mean(values: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """Mean over the positive entries plus mean over the negative ones (a side with no entries adds nothing)."""
     return sum(values[side].mean() for side in (positive, ~positive) if side.any())
+
+
+def target_cell_attention(cross_cls_attn: list[torch.Tensor], cells: torch.Tensor, patch_grid: int) -> torch.Tensor:
+    """The share (B,) of the fusion layers' [CLS] cross-attention (each (B, H, 1 + patches), [CLS] key first;
+    averaged over layers and heads) that falls on the patches of cell ``cells`` (B,) — the object a question is
+    about. Rows whose cell is -1 (count / exists questions) get 0."""
+    attn = torch.stack(cross_cls_attn).mean(dim=(0, 2))  # (B, 1 + patches)
+    if attn.shape[1] != patch_grid**2 + 1:
+        raise ValueError("task 'ground' needs every patch token; train it without a token-reduction method")
+    patch = torch.arange(patch_grid**2, device=attn.device)
+    patch_cell = (patch // patch_grid * GRID // patch_grid) * GRID + patch % patch_grid * GRID // patch_grid
+    per_cell = attn[:, 1:] @ F.one_hot(patch_cell, GRID * GRID).to(attn.dtype)  # (B, cells)
+    return per_cell.gather(1, cells.clamp(min=0)[:, None]).squeeze(1) * (cells >= 0)
+
+
+def grounding_loss(share: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Attention supervision for VQA: mean of -log ``share`` (``target_cell_attention``) over the questions about
+    one object (0 when the batch has none), so the fusion layers learn to look where the question points."""
+    about_one = cells >= 0
+    return -(share[about_one].clamp(min=1e-6).log()).sum() / about_one.sum().clamp(min=1)
