@@ -31,7 +31,8 @@ scripts/train_bundled.sh                    # trains toy-clip, then toy-fusion (
 
 
 def training_summary(run: Path) -> dict:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] if run.exists() else []
+    log = run / "metrics.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if not lines:
         return {}
     last = lines[-1]
