@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from results_scene_loss import page, write_page
+from results_scene_loss import page, page_arguments, write_page
 
 import vlprune
 from vlprune.data.toyworld import ToyWorld
@@ -83,9 +83,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="VQA steps of each row (stage 3 of the chain: 800)")
     parser.add_argument("--count", type=int, default=1000, help="validation questions")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the shape probes are fit on")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "grounding", help="training runs (resumed)")
+    page_arguments(parser, "grounding")
     write_page(parser.parse_args(), "grounding", runs, render, models=("toy-clip", "toy-fusion"))
 
 

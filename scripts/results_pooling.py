@@ -18,7 +18,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from results_scene_loss import _scores, page, write_page  # the same scores, the same page layout
+from results_scene_loss import _scores, page, page_arguments, write_page  # the same scores, the same page layout
 
 import vlprune
 from vlprune.models.io import weights_sha256
@@ -99,9 +99,7 @@ def main() -> None:
     parser.add_argument("--scratch-steps", type=int, default=600, help="steps from scratch")
     parser.add_argument("--count", type=int, default=1000, help="validation scenes / pairs")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the cell probe is fit on")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "pooling", help="training runs (resumed)")
+    page_arguments(parser, "pooling")
     args = parser.parse_args()
     write_page(args, "pooling", runs, render)
 

@@ -122,6 +122,14 @@ def render(payload: dict) -> str:
         "ITC)."), columns)
 
 
+def page_arguments(parser: argparse.ArgumentParser, stem: str, runs: bool = True) -> None:
+    """The options every results page takes: --threads, --out and (for pages that train) --runs."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    if runs:
+        parser.add_argument("--runs", type=Path, default=ROOT / "runs" / stem, help="training runs (resumed)")
+
+
 def write_page(args, stem: str, runs: Callable, render: Callable[[dict], str],
                models: tuple[str, ...] = ("toy-clip",)) -> None:
     """Run ``runs(args)`` and write ``args.out / stem`` .json (machine, settings, the SHA-256 of the bundled
@@ -147,10 +155,8 @@ def main() -> None:
                              "up to 200)")
     parser.add_argument("--count", type=int, default=1000, help="validation scenes / pairs")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the cell probe is fit on")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the pipeline, numbers mean little")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "scene-loss", help="training runs (resumed)")
+    page_arguments(parser, "scene-loss")
     args = parser.parse_args()
     if args.quick:
         args.scene_steps, args.itc_steps, args.scratch_steps, args.count, args.probe_count = 2, 2, 3, 40, 60

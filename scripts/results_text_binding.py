@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from results_scene_loss import page, write_page
+from results_scene_loss import page, page_arguments, write_page
 from torch import nn
 
 from vlprune.data.toyworld import COLOURS, GRID, SHAPES, SIZES, ToyWorld
@@ -28,7 +27,6 @@ from vlprune.models.text import TextTransformer
 from vlprune.registry import toy_clip
 from vlprune.tokenizer import toy_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 ATTRIBUTES = {"size": len(SIZES), "shape": len(SHAPES), "row": GRID, "col": GRID}
 UNKNOWN = -1
 COLOUR_NAMES = list(COLOURS)
@@ -135,8 +133,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--count", type=int, default=1000, help="validation captions")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    page_arguments(parser, "text-binding", runs=False)
     write_page(parser.parse_args(), "text-binding", runs, render)
 
 
