@@ -8,7 +8,8 @@ runs/bundled/toy-fusion-pretrain-v4: run that script with BASE_ONLY=1 first) wit
 and scene at 0.5, batch 64, lr 5e-4), with or without the grounding tasks of ``vlprune.train.objectives``:
 ``ground`` (the fusion layers' [CLS] cross-attention is told which cell the question is about) and
 ``ground_object`` (a linear read-out of the fused [CLS] is told that object's colour, shape, size, row and column).
-The last row is the shipped toy-fusion. Each model is scored on the validation questions: accuracy per question
+A fourth row trains the ungrounded recipe as long as the shipped stage 3 (a matched budget); the last row is the
+shipped toy-fusion. Each model is scored on the validation questions: accuracy per question
 type, the attention share on the question's cell (``vlprune.eval.grounding``) and linear probes of the asked-about
 object's shape from the fused [CLS] and from its cell's patch tokens.
 """
@@ -50,12 +51,15 @@ def runs(args) -> list[dict]:
     if not (PRETRAINED / "model.safetensors").exists():
         raise SystemExit(f"{PRETRAINED} is missing: run `BASE_ONLY=1 scripts/train_bundled.sh` first (stage 2)")
     rows = []
-    for name, grounding in ROWS.items():
-        schedule = TrainConfig(steps=args.steps, batch_size=64, lr=5e-4, warmup_steps=min(50, args.steps), seed=0,
+    settings = [(name, grounding, args.steps) for name, grounding in ROWS.items()]
+    settings += [("none, the shipped stage 3's steps", {}, args.matched_steps)] if args.matched_steps else []
+    for name, grounding, steps in settings:
+        schedule = TrainConfig(steps=steps, batch_size=64, lr=5e-4, warmup_steps=min(50, steps), seed=0,
                                ckpt_every=100, log_every=20)
         slug = "-".join(grounding) or "none"
-        final = train("toy-fusion", args.runs / slug, {**STAGE_3, **grounding}, schedule, init_from=str(PRETRAINED))
-        rows.append({"grounding": name, "steps": args.steps, **scores(str(final), args)})
+        run = args.runs / (slug if steps == args.steps else f"{slug}-{steps}")
+        final = train("toy-fusion", run, {**STAGE_3, **grounding}, schedule, init_from=str(PRETRAINED))
+        rows.append({"grounding": name, "steps": steps, **scores(str(final), args)})
         print(f"[grounding] {rows[-1]}", flush=True)
     rows.append({"grounding": "shipped toy-fusion (scripts/train_bundled.sh stage 3)", "steps": "see results.md",
                  **scores("toy-fusion", args)})
@@ -81,6 +85,8 @@ def render(payload: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400, help="VQA steps of each row (stage 3 of the chain: 800)")
+    parser.add_argument("--matched-steps", type=int, default=800,
+                        help="steps of a last ungrounded row, as many as the shipped stage 3 (0: none)")
     parser.add_argument("--count", type=int, default=1000, help="validation questions")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the shape probes are fit on")
     page_arguments(parser, "grounding")
