@@ -201,13 +201,13 @@ def grounding_section(payload: dict) -> list[str]:
     """Where toy-fusion looks when it answers a question about one object (``vlprune.eval.grounding``)."""
     if "question_cell_attention_val_1000" not in payload:
         return []
-    shares = payload["question_cell_attention_val_1000"]
+    shares, accuracy = payload["question_cell_attention_val_1000"], _vqa_by_type(payload)
     return ["## Where toy-fusion looks when it answers", "",
             "Share of the fusion layers' [CLS] cross-attention (mean over layers and heads) on the cell of the object "
             "a validation question is about (`vlprune.eval.grounding`; attention spread evenly gives 4/65 ≈ 0.06), "
             "beside the accuracy on that question type:", "",
             "| question type | attention share on its cell | VQA accuracy |", "|---|---|---|",
-            *[f"| {kind} | {share:.3f} | {_vqa_by_type(payload).get(kind, float('nan')):.3f} |"
+            *[f"| {kind} | {share:.3f} | {accuracy.get(kind, float('nan')):.3f} |"
               for kind, share in shares.items() if kind != "all"],
             f"| all four | {shares['all']:.3f} | |", ""]
 

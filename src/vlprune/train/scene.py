@@ -154,7 +154,9 @@ def target_cell_attention(cross_cls_attn: list[torch.Tensor], cells: torch.Tenso
     about. Rows whose cell is -1 (count / exists questions) get 0."""
     attn = torch.stack(cross_cls_attn).mean(dim=(0, 2))  # (B, 1 + patches)
     if attn.shape[1] != patch_grid**2 + 1:
-        raise ValueError("task 'ground' needs every patch token; train it without a token-reduction method")
+        raise ValueError(f"the share on a question's cell needs every patch token, but the cross-attention covers "
+                         f"{attn.shape[1]} image tokens, not 1 + {patch_grid**2}; train or measure it without a "
+                         "token-reduction method")
     patch = torch.arange(patch_grid**2, device=attn.device)
     patch_cell = (patch // patch_grid * GRID // patch_grid) * GRID + patch % patch_grid * GRID // patch_grid
     per_cell = attn[:, 1:] @ F.one_hot(patch_cell, GRID * GRID).to(attn.dtype)  # (B, cells)
