@@ -11,19 +11,59 @@ import argparse
 import json
 import os
 import sys
+import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from vlprune.config import ConfigError
 from vlprune.data.images import ImageLoadError
-from vlprune.models.io import CheckpointError, load, load_tokenizer, resolve
+from vlprune.models.io import MAX_PARAMS_ENV, CheckpointError, load, load_tokenizer, resolve
 from vlprune.reduce import apply, list_methods, method_config
 from vlprune.reduce.base import parse_settings
 from vlprune.registry import list_models
 from vlprune.train.scene import SCENE_LOSSES
+from vlprune.train.trainer import TrainingStopped
 
-USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, FileNotFoundError)
+# OSError: a path that is a file where a directory is needed, a read-only disk, a missing file ...; its message
+# names the path. TrainingStopped: a non-finite loss or a failed optimizer step, named with the step.
+USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, OSError, TrainingStopped)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ``vlprune: error: ...`` (exit status 2) like every other error;
+    ``--help`` shows the usage."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"vlprune: error: {self.prog.removeprefix('vlprune ')}: {message}\n")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"vlprune: warning: {message}", file=file or sys.stderr)
+
+
+def _out_dir(path: str, what: str) -> Path:
+    """``--out`` of a command that writes a directory: refused when it names an existing file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {path} is a file; {what} is written into a directory there: choose another --out")
+    return out
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _positive_ints(text: str, flag: str) -> list[int]:
+    """``1,32,64`` -> [1, 32, 64]; anything else is one error naming the flag."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() and int(t) > 0 for t in items):
+        raise ValueError(f"{flag} {text!r}: expected positive whole numbers separated by commas, e.g. 1,32,64")
+    return [int(t) for t in items]
 
 
 def _tasks(spec: str) -> dict[str, float]:
@@ -35,6 +75,9 @@ def _tasks(spec: str) -> dict[str, float]:
             tasks[name.strip()] = float(weight) if weight else 1.0
         except ValueError:
             raise ValueError(f"--tasks {spec!r}: weight {weight!r} of {name!r} is not a number") from None
+        if not 0 < tasks[name.strip()] < float("inf"):
+            raise ValueError(f"--tasks {spec!r}: weight {weight!r} of {name!r} must be a finite number > 0 (drop the "
+                             "task rather than weighting it 0)")
     return tasks
 
 
@@ -43,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vlprune.train.recipe import train
     from vlprune.train.trainer import TrainConfig
 
+    _out_dir(args.out, "the run (checkpoints, metrics.jsonl, model/)")
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_steps=args.warmup_steps, grad_accum=args.grad_accum, seed=args.seed,
                          ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
@@ -113,7 +157,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                          val_pairs=args.val_pairs, grad_pairs=args.grad_pairs, distill_steps=args.distill_steps,
                          distill_batch=args.distill_batch, lr=args.lr, weights=(args.alpha, args.beta, args.gamma),
                          fast=not args.naive, seed=args.seed)
-    out = Path(args.out)
+    out = _out_dir(args.out, "the pruning run")
     if any(out.glob("distil-*")) or (out / "prune.json").exists():
         raise ValueError(f"--out {out} already holds a pruning run; choose a new --out directory")
     init_distributed("gloo")
@@ -167,9 +211,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    batches = _positive_ints(args.batch_sizes, "--batch-sizes")
     model = load(args.model) if _has_weights(args.model) else create_model(args.model)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
     rows = bench_image_tower(model, args.methods, batches, args.warmup, args.iters, args.device, dtype, args.rounds)
     header = ("method", "batch", "img/s", "ms", "GFLOPs", "speedup", "ideal", "peak MB")
     print(f"{header[0]:<28} " + " ".join(f"{h:>9}" for h in header[1:]))
@@ -186,7 +230,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from vlprune.models.convert.directory import convert_directory
 
-    fmt, model = convert_directory(args.src, args.out, args.to, args.open_clip_model, args.max_length)
+    out = _out_dir(args.out, "the converted checkpoint")
+    fmt, model = convert_directory(args.src, out, args.to, args.open_clip_model, args.max_length)
     cfg = model.config
     print(f"converted {args.src} ({fmt}) -> {args.out} ({args.to}): kind={cfg.kind} params={model.num_params():,} "
           f"vision {cfg.vision.num_layers}x{cfg.vision.width} @ {cfg.vision.image_size}px, "
@@ -204,16 +249,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from vlprune.demo import run_demo
 
-    run_demo(Path(args.out), count=args.count)
+    run_demo(_out_dir(args.out, "the demo (results.json, report.html)"), count=args.count)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlprune", description="Make vision-language models cheaper to train "
-                                     "and run, and measure it honestly.")
+    parser = OneLineParser(prog="vlprune", description="Make vision-language models cheaper to train and run, and "
+                           "measure it honestly.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--max-params", type=float, metavar="N",
+                        help=f"refuse to build a model whose config adds up to more than N parameters (default: "
+                             f"${MAX_PARAMS_ENV} or vlprune.models.io.DEFAULT_MAX_PARAMS), checked before anything "
+                             "is allocated")
     sub = parser.add_subparsers(dest="command", required=True)
+    add = partial(sub.add_parser, parents=[common])
 
-    p = sub.add_parser("train", help="train a model on the toy world (single process or under torchrun)")
+    p = add("train", help="train a model on the toy world (single process or under torchrun)")
     p.add_argument("--model", required=True, help=f"architecture ({', '.join(list_models())}) or checkpoint dir")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model/)")
     p.add_argument("--tasks", default="itc",
@@ -221,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the toy world's per-cell attribute supervision; ground / ground_object, with vqa: where the "
                         "question's object is and what it is; see vlprune.train.scene)")
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="global batch size (split over ranks)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-steps", type=int, default=100)
@@ -258,21 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smarttrim config value (JSON), repeatable, e.g. --set temperature=0.5 --set tokens=local")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")
+    p = add("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")
     p.add_argument("--model", required=True, help="bundled model name or checkpoint directory (a SmartTrim "
                    "checkpoint is evaluated with its trimmers on: vqa or retrieval)")
     p.add_argument("--task", default="retrieval", choices=["retrieval", "zeroshot", "vqa"])
     p.add_argument("--data", default="toyworld:val", help="toyworld:SPLIT[:COUNT]")
     p.add_argument("--out", help="write the result JSON here")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of the top-k (fusion models; 0 = off)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     p.add_argument("--method", default="none", help=f"token reduction: none, {', '.join(list_methods())}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method config value (JSON), repeatable, e.g. --set keep_ratio=0.5 --set layers=[3,6]")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("prune", help="structured pruning (MoPE-CLIP): remove heads, FFN neuron groups and layers, "
+    p = add("prune", help="structured pruning (MoPE-CLIP): remove heads, FFN neuron groups and layers, "
                        "distil, save a smaller model", description="Score modules (heads, FFN neuron groups, layers) "
                        "with --method, remove the least important until the tower keeps --target-params of its "
                        "parameters, and distil from the unpruned model. --stage finetune: width, distil, then depth, "
@@ -302,14 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=1.0, help="weight of L_hidn")
     p.add_argument("--naive", action="store_true", help="re-run both towers for every module (slow; for checking)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--threads", type=_positive_int, help="torch threads")
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("info", help="params, per-layer shapes and GFLOPs of a model")
+    p = add("info", help="params, per-layer shapes and GFLOPs of a model")
     p.add_argument("model", help="architecture name, bundled model or checkpoint directory")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="images/s, latency, peak memory and GFLOPs of the image tower per method")
+    p = add("bench", help="images/s, latency, peak memory and GFLOPs of the image tower per method")
     p.add_argument("--model", default="toy-clip",
                    help="bundled model, checkpoint dir, or architecture name (random weights)")
     p.add_argument("--methods", nargs="+", default=["none"],
@@ -319,13 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds over the methods (each keeps the median of its round medians)")
-    p.add_argument("--threads", type=int, help="torch threads (recorded in every row)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads (recorded in every row)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", help="write rows as .csv or .json")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("convert", help="convert a checkpoint directory: transformers CLIP/BLIP, open_clip <-> vlprune",
+    p = add("convert", help="convert a checkpoint directory: transformers CLIP/BLIP, open_clip <-> vlprune",
                        description="Convert a checkpoint directory. The source format is recognised from its files: "
                        "transformers save_pretrained output (CLIPModel, BlipForImageTextRetrieval), open_clip's "
                        "local-dir layout (open_clip_config.json + open_clip_model.safetensors) or a vlprune "
@@ -339,15 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="tokenizer padding length (default: the model's, at most 77)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("report", help="write RUN_DIR/report.html from a demo run's results.json",
+    p = add("report", help="write RUN_DIR/report.html from a demo run's results.json",
                        description="One self-contained HTML page (PNG plots embedded): the tables, accuracy vs "
                        "GFLOPs and accuracy vs images/s Pareto fronts, token-keep maps and samples.")
     p.add_argument("run_dir", help="a `vlprune demo --out` directory")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="evaluate the bundled models on the toy world and write a report")
+    p = add("demo", help="evaluate the bundled models on the toy world and write a report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--count", type=int, default=1000, help="validation pairs / questions per task")
+    p.add_argument("--count", type=_positive_int, default=1000, help="validation pairs / questions per task")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -355,14 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.max_params is not None:
+        os.environ[MAX_PARAMS_ENV] = repr(args.max_params)
+    show = warnings.showwarning
+    if not os.environ.get("VLPRUNE_DEBUG"):
+        warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("VLPRUNE_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"vlprune: error: {message}", file=sys.stderr)
+        print(f"vlprune: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -123,13 +123,33 @@ def random_text_guide(model, batch: int, device: torch.device, length: int = 16)
         return model.text_guide(ids.to(device), torch.ones_like(ids).to(device))
 
 
+def available_device(name: str) -> torch.device:
+    """``name`` as a torch device, refused in one line when this torch build or machine does not have it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a device name ({err}); e.g. cpu, cuda, cuda:1") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: vlprune benchmarks run on cpu, cuda or mps")
+    return device
+
+
 def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] = (1, 32, 64), warmup: int = 3,
                       iters: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32,
                       rounds: int = 3, others: dict[str, object] | None = None) -> list[BenchRow]:
     """Benchmark ``encode_image`` for every method spec (``none`` first is the speedup reference), then for every
     model of ``others`` (label -> model, e.g. a structurally pruned copy; no method), against the same reference.
     Timed in ``rounds`` interleaved rounds (``interleaved_medians``)."""
-    dev = torch.device(device)
+    dev = available_device(device)
+    if not batch_sizes or min(batch_sizes) < 1 or iters < 1 or warmup < 0:
+        raise ValueError(f"bench: batch_sizes={list(batch_sizes)}, iters={iters}, warmup={warmup}: expected "
+                         "positive batch sizes, iters >= 1 and warmup >= 0")
     runs = [(label, model, config) for label, config in (parse_method(spec) for spec in methods)]
     runs += [(label, other, None) for label, other in (others or {}).items()]
     for _, net, _ in runs:

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from vlprune.data.pairs import to_pixels
-from vlprune.data.toyworld import ANSWERS, ZEROSHOT_TEMPLATES, ToyWorld, ceiling_of, class_names, positives
+from vlprune.data.toyworld import ANSWERS, SPLIT_SIZES, ZEROSHOT_TEMPLATES, ToyWorld, ceiling_of, class_names, positives
 from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
@@ -32,9 +32,26 @@ def parse_data(spec: str, task: str) -> tuple[str, int | None]:
     if parts[0] != "toyworld" or len(parts) not in (2, 3):
         raise ValueError(f"--data {spec!r}: expected toyworld:SPLIT or toyworld:SPLIT:COUNT "
                          "(e.g. toyworld:val); real datasets arrive with the dataset loaders")
-    count = int(parts[2]) if len(parts) == 3 else None
     split = "zeroshot" if task == "zeroshot" else parts[1]
-    return split, count
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"--data {spec!r}: unknown split {parts[1]!r}; expected one of {sorted(SPLIT_SIZES)}")
+    if len(parts) == 2:
+        return split, None
+    available = SPLIT_SIZES[split]
+    if not parts[2].strip().isdigit() or not 1 <= int(parts[2]) <= available:
+        raise ValueError(f"--data {spec!r}: COUNT must be a whole number from 1 to {available} (the size of the "
+                         f"toy world's {split!r} split), got {parts[2]!r}")
+    return split, int(parts[2])
+
+
+def items_to_use(world: ToyWorld, count: int | None) -> int:
+    """``count`` items of ``world`` (all of them for None); more than the split holds is refused, never clamped."""
+    if count is None:
+        return len(world)
+    if not 1 <= count <= len(world):
+        raise ValueError(f"count={count}: the toy world's {world.split!r} split has {len(world)} items; ask for 1 to "
+                         f"{len(world)}")
+    return count
 
 
 def _chunks(n: int, size: int, desc: str) -> Iterator[range]:
@@ -155,7 +172,7 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
     two-stage: the unguided base model ranks everything, then each query's top ``rerank_k`` pairs are
     re-encoded with the pair's text as guide and re-scored (cosine for CLIP, ITM for fusion models).
     """
-    count = len(world) if count is None else min(count, len(world))
+    count = items_to_use(world, count)
     captions = [world.scene(i).caption for i in range(count)]
     method = model.reduction
     guided = method is not None and method.text_guided
@@ -186,7 +203,7 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
 def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
                       batch_size: int = 128) -> dict:
     """Single-object images classified by colour x shape with prompt ensembles: acc1, acc5, mean per-class recall."""
-    count = len(world) if count is None else min(count, len(world))
+    count = items_to_use(world, count)
 
     def encode(texts: list[str]) -> torch.Tensor:
         return model.encode_text(*tokenizer(texts), normalize=True)
@@ -203,7 +220,7 @@ def evaluate_vqa(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count:
     """Accuracy of the answer classifier, overall and per question type."""
     if not isinstance(model, FusionModel):
         raise ValueError("VQA needs a fusion model (kind='fusion' with a VQA head), e.g. --model toy-fusion")
-    count = len(world) if count is None else min(count, len(world))
+    count = items_to_use(world, count)
     scenes = [world.scene(i) for i in range(count)]
     predictions: list[str] = []
     for idx in _chunks(count, batch_size, "questions"):
@@ -223,6 +240,8 @@ def evaluate(model: Model, tokenizer: WordTokenizer, task: str, data: str = "toy
         raise ValueError(f"--task {task!r}: expected one of {TASKS}")
     if rerank_k < 0:
         raise ValueError(f"--rerank-k {rerank_k}: expected 0 (no re-ranking) or a positive number")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: expected a positive number of items per forward pass")
     split, count = parse_data(data, task)
     world = ToyWorld(split, image_size=model.config.vision.image_size)
     model.eval()

@@ -8,6 +8,7 @@ Each objective takes ``(model, batch, ctx)`` and returns a dict of scalar tensor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,14 @@ class Objective:
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown or not self.tasks:
             raise ValueError(f"tasks={sorted(self.tasks)}: choose from {TASKS}")
+        for name, weight in self.tasks.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+                raise ValueError(f"task {name!r} has weight {weight!r}: a task's weight must be a finite number > 0 "
+                                 "(drop the task instead of giving it weight 0)")
+
+    def needs_negatives(self) -> bool:
+        """Whether a task contrasts each pair with the batch's other pairs (ITC in-batch, ITM's hard negatives)."""
+        return bool({"itc", "itm"} & set(self.tasks))
 
     def __call__(self, model, batch: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
         probes = model if isinstance(model, SceneProbes) else None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from vlprune.config import ConfigError
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
 from vlprune.models.io import (
@@ -22,7 +23,7 @@ from vlprune.models.io import (
 from vlprune.reduce.base import apply, parse_method
 from vlprune.registry import list_models, model_config
 from vlprune.tokenizer import toy_tokenizer
-from vlprune.train.distributed import rank
+from vlprune.train.distributed import env_world_size, rank
 from vlprune.train.momentum import MomentumQueue
 from vlprune.train.objectives import Objective
 from vlprune.train.scene import SceneProbes
@@ -49,6 +50,19 @@ def initial_model(model: str, init_from: str | None = None, init_parts: tuple[st
     return net
 
 
+def check_pairs_per_rank(objective: Objective, config: TrainConfig, twins: int, momentum_queue: int) -> None:
+    """Refuse, before step 1, a batch in which a contrastive task has nothing to contrast: with one pair per
+    rank and micro-batch, in-batch ITC has loss and gradient exactly 0 and ITM finds no hard negative."""
+    per_micro = config.batch_size // (env_world_size() * config.grad_accum)
+    pairs = per_micro * (twins + 1)
+    queue_only = momentum_queue > 0 and "itm" not in objective.tasks
+    if objective.needs_negatives() and not queue_only and pairs < 2:
+        raise ConfigError(f"--batch-size {config.batch_size} gives {pairs} pair per rank and micro-batch "
+                          f"({env_world_size()} rank(s), grad_accum {config.grad_accum}, twins {twins}): tasks "
+                          f"{sorted({'itc', 'itm'} & set(objective.tasks))} need at least 2 to contrast; raise "
+                          "--batch-size (or --twins, or use --momentum-queue for ITC)")
+
+
 def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
           init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
           momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0,
@@ -65,6 +79,8 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     saved as it stands then. ``workers`` DataLoader processes build the batches ahead (``Trainer``); the result
     does not depend on it.
     """
+    objective = Objective(tasks)
+    check_pairs_per_rank(objective, config, twins, momentum_queue)
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
     net.train()
@@ -75,7 +91,7 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     except CheckpointError:
         tokenizer = toy_tokenizer(net.config.text.max_length)
     dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size), twins)
-    trainer = Trainer(trained, Objective(tasks), dataset, Collate(tokenizer, net.config.vision), config, out_dir,
+    trainer = Trainer(trained, objective, dataset, Collate(tokenizer, net.config.vision), config, out_dir,
                       workers=workers)
     trainer.fit(resume=True, until=until)
     final = Path(out_dir) / "model"

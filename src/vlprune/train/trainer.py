@@ -21,8 +21,8 @@ import json
 import math
 import os
 import random
-import re
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,20 +32,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from vlprune.config import ConfigError
+from vlprune.models.io import CheckpointError, load_state_strict
 from vlprune.train import distributed as D
+from vlprune.train.checkpoint import (
+    CheckpointState,
+    checkpoint_candidates,
+    prune_checkpoints,
+    read_checkpoint,
+    set_rng_state,
+    write_checkpoint,
+)
 
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors",
-                    "trainer.json")
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+class TrainingStopped(RuntimeError):
+    """A step failed (non-finite loss, gradient or weights, or an optimizer error); the run stopped before the
+    failed update reached a checkpoint. The message names the step and the last good checkpoint."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingStopped):
     """The loss (or gradient norm) became NaN/inf; the run stopped before updating the weights."""
+
+
+MAX_LR = 1e3   # refused above: every AdamW step would move each weight by ~lr, far past any weight's scale
+WARN_LR = 1.0  # warned above
 
 
 # -- config ---------------------------------------------------------------------------------------------
@@ -85,7 +98,10 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_checkpoints", "log_every"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, value, "an int >= 1")
-        _check(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        _check(_is_real(self.lr) and 0 < self.lr <= MAX_LR, "lr", self.lr, f"a number in (0, {MAX_LR:g}]")
+        if self.lr > WARN_LR:
+            warnings.warn(f"TrainConfig.lr={self.lr:g}: AdamW moves every weight by about lr per step, so an lr "
+                          f"above {WARN_LR:g} usually diverges (CLIP / ALBEF recipes use 1e-4 to 5e-4)", stacklevel=3)
         _check(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
                "a finite number >= 0")
         _check(_is_int(self.warmup_steps) and 0 <= self.warmup_steps <= self.steps, "warmup_steps",
@@ -232,105 +248,7 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-# -- checkpoint files -----------------------------------------------------------------------------------
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file, or a directory entry list (POSIX only), to disk."""
-    if path.is_dir() and os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _step_of(path: Path) -> int:
-    match = _STEP_DIR.match(path.name)
-    return int(match.group(1)) if match else -1
-
-
-def _is_complete(path: Path) -> bool:
-    return _step_of(path) >= 0 and all((path / name).is_file() for name in CHECKPOINT_FILES)
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint named by ``out_dir/checkpoints/latest``, or the newest complete one if that pointer is
-    missing or dangling; None if there is none. ``.tmp-*`` leftovers of interrupted writes are ignored."""
-    root = Path(out_dir) / "checkpoints"
-    pointer = root / "latest"
-    if pointer.is_file():
-        name = pointer.read_text().strip()
-        if _STEP_DIR.match(name) and _is_complete(root / name):
-            return root / name
-    candidates = sorted((p for p in root.glob("step-*") if _is_complete(p)), key=_step_of) if root.is_dir() else []
-    return candidates[-1] if candidates else None
-
-
-def load_checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a ``model.safetensors`` file, a checkpoint directory, or a run's ``out_dir``
-    (its latest checkpoint)."""
-    path = Path(path)
-    if path.is_dir() and not (path / "model.safetensors").is_file():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"{path} holds no checkpoint (no checkpoints/step-* with all of "
-                                    f"{list(CHECKPOINT_FILES)})")
-        path = latest
-    file = path / "model.safetensors" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist")
-    return load_file(str(file))
-
-
-def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached contiguous CPU copies: safetensors refuses tensors that share memory (tied weights)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-
-
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into safetensors (``state.{idx}.{name}``) and JSON parts."""
-    tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {}
-    for idx, entry in state["state"].items():
-        plain = {k: v for k, v in entry.items() if not isinstance(v, torch.Tensor)}
-        names = sorted(k for k, v in entry.items() if isinstance(v, torch.Tensor))
-        tensors.update({f"state.{idx}.{k}": entry[k].detach().to("cpu", copy=True).contiguous() for k in names})
-        meta[str(idx)] = {"tensors": names, "values": plain}
-    return tensors, {"param_groups": state["param_groups"], "state": meta}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state = {int(idx): {**entry["values"], **{k: tensors[f"state.{idx}.{k}"] for k in entry["tensors"]}}
-             for idx, entry in meta["state"].items()}
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    plain = {"python_random": [version, list(internal), gauss],
-             "numpy_random": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
-    return tensors, plain
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    version, internal, gauss = plain["python_random"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = plain["numpy_random"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-
+# -- metrics file ---------------------------------------------------------------------------------------
 
 def _trim_jsonl(path: Path, max_step: int) -> None:
     """Drop the lines logged after ``max_step`` (a resumed run logs them again)."""
@@ -442,15 +360,16 @@ class Trainer:
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
                     leftover.unlink(missing_ok=True)
-        checkpoint = latest_checkpoint(self.out_dir)
-        if checkpoint is not None and not resume:
-            raise FileExistsError(f"{self.out_dir} already holds checkpoints ({checkpoint.name}); pass "
+        candidates = checkpoint_candidates(self.out_dir)
+        if candidates and not resume:
+            raise FileExistsError(f"{self.out_dir} already holds checkpoints ({candidates[0].name}); pass "
                                   "resume=True to continue that run or use a fresh out_dir")
+        state = self._newest_good_checkpoint(candidates)
         start = 0
-        if checkpoint is None:
+        if state is None:
             D.broadcast_module_(self.model)
         else:
-            start = self._load(checkpoint)
+            start = self._load(state)
         if self.rank == 0:
             _trim_jsonl(self.metrics_path, start)
         D.barrier()
@@ -509,13 +428,21 @@ class Trainer:
             if not torch.isfinite(norm):
                 self._stop(step, f"non-finite gradient norm at step {step} (loss was finite)")
             sums["grad_norm"] = norm.detach().float()
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except (RuntimeError, ValueError, OverflowError) as err:
+            self._stop(step, f"the optimizer step failed at step {step} ({err})", TrainingStopped)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            self._stop(step, f"the optimizer update of step {step} made weights non-finite (lr {cfg.lr:g} too "
+                       "high?)", TrainingStopped, applied=True)
         return sums
 
-    def _stop(self, step: int, what: str) -> None:
+    def _stop(self, step: int, what: str, error: type[TrainingStopped] = NonFiniteLossError,
+              applied: bool = False) -> None:
         where = self.last_checkpoint or "none (no checkpoint was written yet)"
-        raise NonFiniteLossError(f"{what}; the run was stopped before the optimizer update of step {step}. "
-                                 f"Last good checkpoint: {where}")
+        when = "its weights were not saved" if applied else f"the run was stopped before the optimizer update of " \
+            f"step {step}"
+        raise error(f"{what}; {when}. Last good checkpoint: {where}")
 
     def _log(self, step: int, values: dict[str, torch.Tensor], seconds_per_step: float) -> None:
         """Average ``values`` over ranks; rank 0 appends a JSONL line."""
@@ -535,79 +462,58 @@ class Trainer:
     def _save(self, step: int) -> None:
         """Rank 0 writes ``checkpoints/step-XXXXXX`` atomically and moves the ``latest`` pointer; the other
         ranks wait."""
-        name = f"step-{step:06d}"
         if self.rank == 0:
-            self._write_checkpoint(name, step)
+            per_epoch = len(self.dataset) // self.config.batch_size
+            info = {"data_position": step, "epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
+                    "samples_seen": step * self.config.batch_size, "dataset_len": len(self.dataset),
+                    "world_size": self.world_size, "config": self.config.to_dict(),
+                    "scheduler": {"step": step, "base_lrs": [g["base_lr"] for g in self.optimizer.param_groups]},
+                    "metrics": self.last_metrics}
+            write_checkpoint(self.checkpoint_root, step, self.model.state_dict(), self.optimizer.state_dict(), info)
+            prune_checkpoints(self.checkpoint_root, step, self.config.keep_checkpoints)
         D.barrier()
-        self.last_checkpoint = self.checkpoint_root / name
+        self.last_checkpoint = self.checkpoint_root / f"step-{step:06d}"
 
-    def _write_checkpoint(self, name: str, step: int) -> None:
-        root = self.checkpoint_root
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-{name}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        save_file(_cpu_copy(self.model.state_dict()), str(tmp / "model.safetensors"), metadata={"step": str(step)})
-        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        _write_json(tmp / "optimizer.json", opt_meta)
-        rng_tensors, rng_plain = _rng_state()
-        save_file(rng_tensors, str(tmp / "rng.safetensors"))
-        per_epoch = len(self.dataset) // self.config.batch_size
-        _write_json(tmp / "trainer.json", {
-            "step": step, "data_position": step, "epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
-            "samples_seen": step * self.config.batch_size, "dataset_len": len(self.dataset),
-            "world_size": self.world_size, "config": self.config.to_dict(),
-            "scheduler": {"step": step, "base_lrs": [g["base_lr"] for g in self.optimizer.param_groups]},
-            "metrics": self.last_metrics, **rng_plain})
-        for file in tmp.iterdir():
-            _fsync_path(file)
-        _fsync_path(tmp)
-        final = root / name
-        if final.exists():  # left by an earlier attempt at this step that crashed before moving the pointer
-            stale = root / f".tmp-stale-{name}"
-            os.rename(final, stale)
-            shutil.rmtree(stale)
-        os.rename(tmp, final)
-        _fsync_path(root)
-        pointer = root / ".tmp-latest"
-        pointer.write_text(name + "\n")
-        _fsync_path(pointer)
-        os.replace(pointer, root / "latest")
-        _fsync_path(root)
-        self._prune(step)
+    def _newest_good_checkpoint(self, candidates: list[Path]) -> CheckpointState | None:
+        """The first of ``candidates`` that verifies and parses; each one skipped is reported in one line. With
+        candidates but none good, one ``CheckpointError`` and nothing is touched."""
+        for path in candidates:
+            try:
+                return read_checkpoint(path, self.device)
+            except CheckpointError as err:
+                self._say(f"skipping checkpoint {path.name}: {err}")
+        if not candidates:
+            return None
+        raise CheckpointError(f"no checkpoint in {self.checkpoint_root} can be resumed ({len(candidates)} tried, "
+                              "each reported above); nothing was changed: restore a good copy, or move them away "
+                              "to start afresh")
 
-    def _prune(self, step: int) -> None:
-        """Keep the newest ``keep_checkpoints`` checkpoints up to ``step``; later ones are stale."""
-        done = sorted((p for p in self.checkpoint_root.glob("step-*") if _step_of(p) >= 0), key=_step_of)
-        keep = {p for p in done if _step_of(p) <= step}
-        keep = set(sorted(keep, key=_step_of)[-self.config.keep_checkpoints:])
-        for path in done:
-            if path not in keep:
-                doomed = path.with_name(f".tmp-old-{path.name}")
-                os.rename(path, doomed)
-                shutil.rmtree(doomed)
-
-    def _load(self, path: Path) -> int:
-        """Restore model, optimizer, RNG and metrics state from checkpoint ``path``; returns its step."""
-        self.model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.device)))
-        meta = json.loads((path / "optimizer.json").read_text())
-        self.optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
-        state = json.loads((path / "trainer.json").read_text())
-        _set_rng_state(load_file(str(path / "rng.safetensors")), state)
-        saved = TrainConfig.from_dict(state["config"])
+    def _load(self, state: CheckpointState) -> int:
+        """Restore model, optimizer, RNG and metrics state from a verified checkpoint; returns its step."""
+        load_state_strict(self.model, state.model, str(state.path / "model.safetensors"))
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{state.path / 'optimizer.json'} does not fit this model's optimizer ({err}); "
+                                  "was the run started with another model or --tasks?") from None
+        set_rng_state(state.rng, state.trainer)
+        saved = TrainConfig.from_dict(state.trainer["config"])
         changed = sorted(k for k, v in saved.to_dict().items() if self.config.to_dict()[k] != v)
         if changed:
-            warnings.warn(f"resuming {path} with changed config field(s) {changed}: the run will not repeat an "
-                          "uninterrupted one", stacklevel=3)
-        if state["dataset_len"] != len(self.dataset):
-            warnings.warn(f"resuming {path}: the dataset had {state['dataset_len']} items, now {len(self.dataset)}",
-                          stacklevel=3)
-        self.last_checkpoint = path
-        self.last_metrics = state["metrics"]
-        return int(state["step"])
+            warnings.warn(f"resuming {state.path} with changed config field(s) {changed}: the run will not repeat "
+                          "an uninterrupted one", stacklevel=3)
+        if state.trainer["dataset_len"] != len(self.dataset):
+            warnings.warn(f"resuming {state.path}: the dataset had {state.trainer['dataset_len']} items, now "
+                          f"{len(self.dataset)}", stacklevel=3)
+        self.last_checkpoint = state.path
+        self.last_metrics = state.trainer["metrics"]
+        self._say(f"resuming from {state.path} (step {state.step})")
+        return state.step
 
+    def _say(self, message: str) -> None:
+        """One line on stderr, from rank 0 only."""
+        if self.rank == 0:
+            print(f"vlprune: {message}", file=sys.stderr, flush=True)
 
 def _scalars(out: Any, step: int) -> dict[str, torch.Tensor]:
     """Detached float copies of an objective's outputs, checked to be scalars with a ``loss``."""
