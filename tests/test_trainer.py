@@ -82,6 +82,7 @@ def test_config_json_round_trip():
 
 # -- 2. schedule and data order -------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:TrainConfig.lr=2")  # lr > 1 warns (tests/test_faults.py)
 def test_lr_schedule_hand_computed():
     config = TrainConfig(steps=10, batch_size=8, lr=2.0, warmup_steps=2, min_lr_ratio=0.1)
     assert lr_at(1, config) == pytest.approx(1.0)           # warm-up: 2 * 1/2
