@@ -8,6 +8,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ from helpers.tiny import tiny_clip_config
 from helpers.train_tiny import collate, make_config, make_dataset, make_model, mse_objective, random_objective
 from vlprune.cli import main
 from vlprune.config import ConfigError
-from vlprune.models.io import CheckpointError
+from vlprune.models.io import MAX_PARAMS_ENV, CheckpointError
 from vlprune.reduce.base import list_methods, method_config, parse_method, parse_settings
+from vlprune.registry import model_config
 from vlprune.train import Trainer, TrainingStopped, latest_checkpoint
 from vlprune.train.checkpoint import MANIFEST_FILE, read_checkpoint
 
@@ -265,14 +267,18 @@ def test_the_parameter_limit_is_a_flag(tiny_dir, capsys):
 
 @pytest.mark.parametrize("section, field, value", [("text", "vocab_size", 10**10), ("vision", "width", 10**6),
                                                    ("text", "num_layers", 100_000)])
-def test_config_with_absurd_sizes_is_refused_before_allocation(tiny_dir, capsys, section, field, value):
-    config = json.loads((Path(tiny_dir) / "config.json").read_text())
+def test_config_with_absurd_sizes_is_refused_before_allocation(tiny_dir, capsys, monkeypatch, section, field,
+                                                                value):
+    monkeypatch.delenv(MAX_PARAMS_ENV, raising=False)
+    config = model_config("toy-clip").to_dict()  # the bundled toy-clip's sizes, one of them absurd
     config[section][field] = value
-    for name in ("num_heads", "intermediate_size", "layer_map"):
+    for name in ("num_heads", "intermediate_size", "layer_map"):  # per-layer lists follow num_layers
         config[section][name] = config[section][name][0] if name != "layer_map" else None
     (Path(tiny_dir) / "config.json").write_text(json.dumps(config))
+    started = time.monotonic()
     line = _fails(["info", tiny_dir], capsys)
-    assert "parameters" in line and "above the limit" in line and "--max-params" in line
+    assert "parameters" in line and "above the limit of 4,000,000,000" in line and "--max-params" in line
+    assert time.monotonic() - started < 5
 
 
 def test_tokenizer_pointer_without_its_dir_is_named(tiny_dir, capsys):

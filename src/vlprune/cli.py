@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    limit = os.environ.get(MAX_PARAMS_ENV)
     if args.max_params is not None:
         os.environ[MAX_PARAMS_ENV] = repr(args.max_params)
     show = warnings.showwarning
@@ -419,8 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"vlprune: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
-    finally:
+    finally:  # main() may run in a caller's process: leave its environment and warning display as they were
         warnings.showwarning = show
+        if limit is None:
+            os.environ.pop(MAX_PARAMS_ENV, None)
+        else:
+            os.environ[MAX_PARAMS_ENV] = limit
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every bad value raises ``ConfigError`` (a ``ValueError``) naming the field, the value and what is allowed.
 Per-layer lists (``num_heads``, ``intermediate_size``, ``layer_map``) let structured pruning describe
-non-uniform models; an int given for a per-layer field is broadcast to every layer.
+non-uniform models; an int given for a per-layer field is broadcast to every layer. ``read_json_object`` reads
+JSON files (configs, tokenizer pointers, converters' inputs) so that every fault is one line naming the file.
 """
 
 from __future__ import annotations
@@ -18,15 +19,60 @@ RESIZE_MODES = ("shortest", "squash")
 CROP_OFFSETS = ("floor", "round")
 POS_EMBED_INITS = ("normal", "sincos")
 IMAGE_POOLS = ("cls", "mean")
+MAX_LAYERS = 100_000  # per tower; bounds the per-layer tuples validation builds (model size: models.io.max_params)
+MAX_SIZE = 2**63 - 1  # sizes and counts must fit torch's int64 shapes
+_SHOW_LIMIT = 120
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+               type(None): "null"}
 
 
 class ConfigError(ValueError):
     """A config value is out of range or inconsistent."""
 
 
+def show(value: Any, limit: int = _SHOW_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a 100k-entry list or an int past
+    Python's 4300-digit ``repr`` limit stays one short line."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _require(ok: bool, owner: str, name: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{owner}.{name}={value!r} is invalid: expected {allowed}")
+        raise ConfigError(f"{owner}.{name}={show(value)} is invalid: expected {allowed}")
+
+
+def read_json_object(path: str | Path, what: str = "JSON file", error: type[ValueError] = ValueError
+                     ) -> dict[str, Any]:
+    """The JSON object stored in ``path``. An unreadable file, bytes that are not UTF-8, invalid JSON or a JSON
+    value that is not an object raises one ``error`` naming ``what``, the file and the fault."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except (OSError, ValueError) as err:
+        raise error(f"{what} {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {path} is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})") from None
+    return parse_json_object(text, f"{what} {path}", error)
+
+
+def parse_json_object(text: str, where: str, error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """The JSON object ``text`` holds; invalid JSON or another JSON type is one ``error`` naming ``where``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{where} is not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except (ValueError, RecursionError) as err:  # an int past 4300 digits, nesting too deep for the parser
+        raise error(f"{where} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise error(f"{where} holds a JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, expected a JSON "
+                    "object")
+    return data
 
 
 def _per_layer(owner: str, name: str, value: Any, num_layers: int) -> tuple[int, ...]:
@@ -34,13 +80,12 @@ def _per_layer(owner: str, name: str, value: Any, num_layers: int) -> tuple[int,
     if isinstance(value, bool):
         _require(False, owner, name, value, "an int or a list of ints")
     if isinstance(value, int):
-        _require(value >= 0, owner, name, value, "a non-negative int or a list of non-negative ints")
+        _require(0 <= value <= MAX_SIZE, owner, name, value, "a non-negative int or a list of non-negative ints")
         return (value,) * num_layers
     _require(isinstance(value, (list, tuple)), owner, name, value, "an int or a list of ints")
     _require(len(value) == num_layers, owner, name, value, f"a list of {num_layers} entries (one per layer)")
     for v in value:
-        _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, owner, name, value,
-                 "non-negative ints")
+        _require(_is_int(v) and 0 <= v <= MAX_SIZE, owner, name, value, "non-negative ints")
     return tuple(value)
 
 
@@ -48,8 +93,18 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """An int or float (not a bool) that is a finite float: huge ints and nan/inf are not."""
+    if not (_is_int(value) or isinstance(value, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _positive_int(owner: str, name: str, value: Any) -> None:
-    _require(_is_int(value) and value > 0, owner, name, value, "a positive int")
+    _require(_is_int(value) and 0 < value <= MAX_SIZE, owner, name, value, "a positive int (below 2**63)")
 
 
 def _split_top(text: str, sep: str) -> list[str]:
@@ -83,7 +138,7 @@ def fits_annotation(value: Any, annotation: str) -> bool:
             return isinstance(value, dict) and all(fits_annotation(k, args[0]) and fits_annotation(v, args[1])
                                                    for k, v in value.items())
     checks = {"None": lambda v: v is None, "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
-              "int": _is_int, "float": lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v)}
+              "int": _is_int, "float": _is_finite}
     if kind not in checks:
         raise TypeError(f"field annotation {kind!r} is not supported by check_field_types")
     return checks[kind](value)
@@ -98,15 +153,15 @@ def check_field_types(config: Any) -> None:
             value = tuple(value)
             object.__setattr__(config, f.name, value)
         if not fits_annotation(value, str(f.type)):
-            raise ConfigError(f"{type(config).__name__}.{f.name}={value!r} is invalid: expected {f.type} "
+            raise ConfigError(f"{type(config).__name__}.{f.name}={show(value)} is invalid: expected {f.type} "
                               "(numbers finite)")
 
 
 def _unknown_keys(cls: type, data: dict[str, Any]) -> None:
     known = {f.name for f in fields(cls)}
-    extra = sorted(set(data) - known)
+    extra = sorted(set(data) - known, key=str)
     if extra:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {extra}; known fields are {sorted(known)}")
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {show(extra)}; known fields are {sorted(known)}")
 
 
 @dataclass(frozen=True)
@@ -128,8 +183,8 @@ class TowerConfig:
         owner = type(self).__name__
         _positive_int(owner, "width", self.width)
         _positive_int(owner, "head_dim", self.head_dim)
-        _require(_is_int(self.num_layers) and self.num_layers >= 0, owner, "num_layers",
-                 self.num_layers, "an int >= 0")
+        _require(_is_int(self.num_layers) and 0 <= self.num_layers <= MAX_LAYERS, owner, "num_layers",
+                 self.num_layers, f"an int in [0, {MAX_LAYERS}]")
         object.__setattr__(self, "num_heads", _per_layer(owner, "num_heads", self.num_heads, self.num_layers))
         object.__setattr__(self, "intermediate_size",
                            _per_layer(owner, "intermediate_size", self.intermediate_size, self.num_layers))
@@ -188,8 +243,8 @@ class VisionConfig(TowerConfig):
             _require(isinstance(getattr(self, name), (list, tuple)), owner, name, getattr(self, name),
                      f"{self.channels} numbers (one per channel)")
             value = tuple(getattr(self, name))
-            _require(len(value) == self.channels and all(isinstance(v, (int, float)) for v in value), owner, name,
-                     value, f"{self.channels} numbers (one per channel)")
+            _require(len(value) == self.channels and all(map(_is_finite, value)), owner, name, value,
+                     f"{self.channels} finite numbers (one per channel)")
             object.__setattr__(self, name, tuple(float(v) for v in value))
         _require(all(v > 0 for v in self.image_std), owner, "image_std", self.image_std, "positive numbers")
         _require(self.resize in RESIZE_MODES, owner, "resize", self.resize, f"one of {RESIZE_MODES}")
@@ -239,15 +294,17 @@ class TextConfig(TowerConfig):
         _require(isinstance(self.cross_attention_layers, (list, tuple)), owner, "cross_attention_layers",
                  self.cross_attention_layers, "a list of layer indices")
         cross = tuple(self.cross_attention_layers)
-        _require(all(isinstance(i, int) and 0 <= i < self.num_layers for i in cross) and len(set(cross)) ==
+        _require(all(_is_int(i) and 0 <= i < self.num_layers for i in cross) and len(set(cross)) ==
                  len(cross), owner, "cross_attention_layers", cross,
                  f"distinct layer indices in [0, {self.num_layers})")
         object.__setattr__(self, "cross_attention_layers", tuple(sorted(cross)))
+        _require(self.encoder_width is None or (_is_int(self.encoder_width) and 0 < self.encoder_width <= MAX_SIZE),
+                 owner, "encoder_width", self.encoder_width, "None or a positive int (the vision width)")
         if cross:
             _require(self.flavour == "bert", owner, "cross_attention_layers", cross,
                      "empty for flavour='clip' (cross-attention needs the BERT-style encoder)")
-            _require(_is_int(self.encoder_width) and self.encoder_width > 0, owner, "encoder_width",
-                     self.encoder_width, "the vision width (a positive int) when cross_attention_layers is set")
+            _require(self.encoder_width is not None, owner, "encoder_width", self.encoder_width,
+                     "the vision width (a positive int) when cross_attention_layers is set")
         _require(isinstance(self.fusion_from_embeddings, bool), owner, "fusion_from_embeddings",
                  self.fusion_from_embeddings, "true or false")
         if self.fusion_from_embeddings:
@@ -293,16 +350,13 @@ class ModelConfig:
                  "a VisionConfig")
         _require(isinstance(self.text, TextConfig), owner, "text", type(self.text).__name__, "a TextConfig")
         _positive_int(owner, "embed_dim", self.embed_dim)
-        _require(isinstance(self.init_logit_scale, (int, float)) and not isinstance(self.init_logit_scale, bool)
-                 and math.isfinite(self.init_logit_scale), owner, "init_logit_scale", self.init_logit_scale,
+        _require(_is_finite(self.init_logit_scale), owner, "init_logit_scale", self.init_logit_scale,
                  "a finite number")
         _require(isinstance(self.name, str), owner, "name", self.name, "a string")
         _require(isinstance(self.proj_bias, bool), owner, "proj_bias", self.proj_bias, "true or false")
-        _require(_is_int(self.num_answers) and self.num_answers >= 0, owner, "num_answers",
-                 self.num_answers, "an int >= 0")
-        _require(self.format_version == FORMAT_VERSION, owner, "format_version", self.format_version,
-                 f"{FORMAT_VERSION} (this vlprune reads format {FORMAT_VERSION}; upgrade vlprune to read newer "
-                 "checkpoints)")
+        _require(_is_int(self.num_answers) and 0 <= self.num_answers <= MAX_SIZE, owner, "num_answers",
+                 self.num_answers, "an int >= 0 (below 2**63)")
+        _check_format(self.format_version)
         if self.kind == "fusion":
             _require(bool(self.text.cross_attention_layers), owner, "text.cross_attention_layers",
                      self.text.cross_attention_layers, "at least one fusion layer for kind='fusion'")
@@ -322,15 +376,13 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"ModelConfig: expected a JSON object, got {type(data).__name__}")
         if "format_version" in data:  # checked first: a newer format may also bring fields this version lacks
-            _require(data["format_version"] == FORMAT_VERSION, "ModelConfig", "format_version",
-                     data["format_version"], f"{FORMAT_VERSION} (this vlprune reads format {FORMAT_VERSION}; "
-                     "upgrade vlprune to read newer checkpoints)")
+            _check_format(data["format_version"])
         _unknown_keys(cls, data)
         data = dict(data)
         for key, sub in (("vision", VisionConfig), ("text", TextConfig)):
             if key in data:
                 if not isinstance(data[key], dict):
-                    raise ConfigError(f"ModelConfig.{key}: expected a JSON object, got {data[key]!r}")
+                    raise ConfigError(f"ModelConfig.{key}: expected a JSON object, got {show(data[key])}")
                 _unknown_keys(sub, data[key])
                 data[key] = sub(**_tuples(data[key]))
         return cls(**data)
@@ -343,16 +395,16 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> ModelConfig:
-        source = str(text_or_path)
-        try:
-            text = Path(source).read_text() if not source.lstrip().startswith("{") else source
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"config {source[:80]!r} is not UTF-8 JSON text: {err}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config {source[:80]!r} is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        """A config from JSON text (a string starting with ``{`` or ``[``) or from a file."""
+        if isinstance(text_or_path, str) and text_or_path.lstrip().startswith(("{", "[")):
+            return cls.from_dict(parse_json_object(text_or_path, f"config {show(text_or_path, 80)}", ConfigError))
+        return cls.from_dict(read_json_object(text_or_path, "config", ConfigError))
+
+
+def _check_format(version: Any) -> None:
+    _require(_is_int(version) and version == FORMAT_VERSION, "ModelConfig", "format_version", version,
+             f"{FORMAT_VERSION} (this vlprune reads format {FORMAT_VERSION}; upgrade vlprune to read newer "
+             "checkpoints)")
 
 
 def _lists(obj: Any) -> Any:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vlprune.config import read_json_object, show
 from vlprune.tokenizer import WordTokenizer
 
 HF_SUBDIR = "hf_tokenizer"
@@ -102,18 +104,44 @@ class OpenCLIPTokenizer:
 Tokenizer = WordTokenizer | HFTokenizer | OpenCLIPTokenizer
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _field(data: dict[str, Any], path: Path, name: str, ok: Callable[[Any], bool], expected: str,
+           required: bool = True) -> Any:
+    """``data[name]`` if it passes ``ok``; else one ``ValueError`` naming the file, the field and ``expected``."""
+    if name not in data:
+        if not required:
+            return None
+        raise ValueError(f"tokenizer {path}: field {name!r} is missing; expected {expected}")
+    if not ok(data[name]):
+        raise ValueError(f"tokenizer {path}: field {name!r}={show(data[name])} is invalid; expected {expected}")
+    return data[name]
+
+
 def load_any(path: str | Path) -> Tokenizer:
-    """The tokenizer a ``tokenizer.json`` describes: word-level, or a pointer to an HF / open_clip one."""
+    """The tokenizer a ``tokenizer.json`` describes: word-level, or a pointer to an HF / open_clip one. A missing
+    or wrong-typed field is one ``ValueError`` naming the file and the field."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read tokenizer {path}: {err}") from None
-    kind = data.get("type", "word") if isinstance(data, dict) else None
+    data = read_json_object(path, "tokenizer")
+    kind = data.get("type", "word")
     if kind == "hf":
-        return HFTokenizer.from_dir(path.parent / data["dir"], int(data["max_length"]))
+        subdir = _field(data, path, "dir", lambda v: isinstance(v, str) and (path.parent / v).is_dir(),
+                        "the name of the folder beside it holding the transformers tokenizer files")
+        return HFTokenizer.from_dir(path.parent / subdir, _field(data, path, "max_length", _positive_int,
+                                                                 "a positive int"))
     if kind == "open_clip":
-        return OpenCLIPTokenizer(data.get("name"), int(data["context_length"]))
+        name = _field(data, path, "name", lambda v: v is None or isinstance(v, str),
+                      "an open_clip model name or null", required=False)
+        return OpenCLIPTokenizer(name, _field(data, path, "context_length", _positive_int, "a positive int"))
     if kind == "word":
-        return WordTokenizer.load(path)
-    raise ValueError(f"{path}: unknown tokenizer type {kind!r}; expected word, hf or open_clip")
+        words = _field(data, path, "words", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+                       "a list of word strings")
+        max_length = _field(data, path, "max_length", lambda v: _positive_int(v) and v >= 3,
+                            "an int >= 3 ([CLS], one word, [EOS])")
+        try:
+            return WordTokenizer(words, max_length)
+        except ValueError as err:
+            raise ValueError(f"tokenizer {path}: {err}") from None
+    raise ValueError(f"tokenizer {path}: unknown tokenizer type {show(kind)}; expected word, hf or open_clip")

@@ -1,35 +1,74 @@
 """Save and load models as ``config.json`` + ``model.safetensors`` (no pickles), strictly.
 
-A checkpoint that does not fit its config, a truncated file or an unknown name raises ``CheckpointError``
-with one message naming the file and the offending keys/shapes; a model is never half loaded.
+A checkpoint that does not fit its config (keys, shapes, integer weights for float parameters), a truncated file
+or an unknown name raises ``CheckpointError`` with one message naming the file and the offending keys/shapes; a
+model is never half loaded. A config whose parameter count (``estimate_params``) exceeds ``max_params()`` is
+refused before anything is allocated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vlprune.config import ConfigError, ModelConfig
+from vlprune.config import ConfigError, ModelConfig, read_json_object
 from vlprune.models.clip import CLIP
 from vlprune.models.fusion import FusionModel
+from vlprune.models.size import estimate_params
 from vlprune.registry import bundled_dir, list_models, model_config
 from vlprune.tokenizer_adapters import Tokenizer, load_any
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 Model = CLIP | FusionModel
+MAX_PARAMS_ENV = "VLPRUNE_MAX_PARAMS"
+DEFAULT_MAX_PARAMS = 4_000_000_000  # 16 GB of fp32 weights; CLIP ViT-G/14 has about 1.8 billion
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be loaded as it is; the message says which file and why."""
 
 
+def max_params() -> int:
+    """The largest parameter count ``build_model`` accepts: ``$VLPRUNE_MAX_PARAMS`` (``5e9`` or ``5000000000``)
+    when set, else ``DEFAULT_MAX_PARAMS``."""
+    text = os.environ.get(MAX_PARAMS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAMS
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        value = int(number) if math.isfinite(number) and number == int(number) else 0
+    if value <= 0:
+        raise ConfigError(f"{MAX_PARAMS_ENV}={text!r} is invalid: expected a positive whole number of parameters, "
+                          "such as 5e9 or 5000000000")
+    return value
+
+
+def check_model_size(config: ModelConfig) -> int:
+    """The parameter count of ``config`` (``estimate_params``), or ``ConfigError`` if it exceeds ``max_params()``."""
+    count, limit = estimate_params(config), max_params()
+    if count > limit:
+        raise ConfigError(f"model config {config.name or config.kind!r} has {count:,} parameters (counted from its "
+                          f"sizes), above the limit of {limit:,} ({limit * 4 / 1e9:.3g} GB of fp32 weights); check "
+                          "its widths, vocab_size and num_layers, or, if the size is intended, raise the limit with "
+                          f"--max-params or the environment variable {MAX_PARAMS_ENV}={count}")
+    return count
+
+
 def build_model(config: ModelConfig) -> Model:
-    """A randomly initialised model for ``config``."""
+    """A randomly initialised model for ``config``; a config over ``max_params()`` is refused before allocation."""
+    check_model_size(config)
     return CLIP(config) if config.kind == "clip" else FusionModel(config)
 
 
@@ -81,9 +120,11 @@ def load(name_or_dir: str | Path, map_location: str = "cpu") -> Model:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; a vlprune checkpoint holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    data = read_json_object(config_path, "config", CheckpointError)
     try:
-        config = ModelConfig.from_json(config_path)
-    except (ConfigError, TypeError) as err:
+        config = ModelConfig.from_dict(data)
+        check_model_size(config)
+    except ConfigError as err:
         raise CheckpointError(f"{config_path}: {err}") from None
     try:
         state = load_file(str(weights_path), device=map_location)
@@ -97,12 +138,16 @@ def load(name_or_dir: str | Path, map_location: str = "cpu") -> Model:
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model`` only if every key and shape fits; else one error naming them all."""
+    """Copy ``state`` into ``model`` only if every key, shape and dtype kind fits; else one error naming them all.
+    Floating weights of another precision (fp16/bf16 checkpoints) are cast; integer or bool tensors for floating
+    parameters, or floating ones for integer buffers, are refused."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    wrong_dtype = [f"{k}: checkpoint {state[k].dtype} vs model {v.dtype}"
+                   for k, v in expected.items() if k in state and _dtype_kind(state[k]) != _dtype_kind(v)]
     problems = []
     if missing:
         problems.append(f"missing keys {short_list(missing)}")
@@ -110,10 +155,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         problems.append(f"unexpected keys {short_list(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatches {short_list(mismatched)}")
+    if wrong_dtype:
+        problems.append(f"dtype mismatches (integer vs floating point) {short_list(wrong_dtype)}")
     if problems:
         raise CheckpointError(f"{source} does not fit its config: " + "; ".join(problems) +
                               ". Was it saved from another architecture or edited by hand?")
     model.load_state_dict(state, strict=True)
+
+
+def _dtype_kind(tensor: torch.Tensor) -> str:
+    """``floating``, ``complex`` or ``integer`` (bool included): only a cast within a kind is lossless enough."""
+    if tensor.dtype.is_floating_point:
+        return "floating"
+    return "complex" if tensor.dtype.is_complex else "integer"
 
 
 def short_list(items: list[str], limit: int = 8) -> str:

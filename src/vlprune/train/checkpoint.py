@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vlprune.config import read_json_object
 from vlprune.models.io import CheckpointError
 
 DATA_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "trainer.json")
@@ -218,13 +219,8 @@ class CheckpointState:
     trainer: dict[str, Any]
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise CheckpointError(f"{path} is not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); truncated?") from None
+def _read_json(path: Path) -> dict[str, Any]:
+    return read_json_object(path, "checkpoint file", CheckpointError)
 
 
 def _read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -240,8 +236,7 @@ def verify_manifest(path: Path) -> None:
         if not (path / name).is_file():
             raise CheckpointError(f"{path / name} is missing")
     manifest = _read_json(path / MANIFEST_FILE)
-    digests = manifest.get("sha256") if isinstance(manifest, dict) else None
-    sizes = manifest.get("bytes") if isinstance(manifest, dict) else None
+    digests, sizes = manifest.get("sha256"), manifest.get("bytes")
     if not (isinstance(digests, dict) and isinstance(sizes, dict) and set(DATA_FILES) <= digests.keys() & sizes.keys()):
         raise CheckpointError(f"{path / MANIFEST_FILE} does not list the SHA-256 and size of each of "
                               f"{list(DATA_FILES)}")
@@ -259,7 +254,7 @@ def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     the first file that fails."""
     verify_manifest(path)
     trainer = _read_json(path / "trainer.json")
-    missing = [k for k in TRAINER_FIELDS if not isinstance(trainer, dict) or k not in trainer]
+    missing = [k for k in TRAINER_FIELDS if k not in trainer]
     if missing:
         raise CheckpointError(f"{path / 'trainer.json'} lacks field(s) {missing}")
     meta = _read_json(path / "optimizer.json")

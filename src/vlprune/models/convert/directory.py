@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vlprune.config import VisionConfig
+from vlprune.config import VisionConfig, read_json_object
 from vlprune.models.convert.hf import from_hf, to_hf
 from vlprune.models.convert.mapping import ConversionError
 from vlprune.models.convert.open_clip import CONFIG_FILE as OPEN_CLIP_CONFIG
@@ -30,7 +30,7 @@ def detect(directory: Path) -> str:
     config = directory / CONFIG_FILE
     if not config.is_file():
         raise ConversionError(f"{directory}: neither {CONFIG_FILE} nor {OPEN_CLIP_CONFIG}; not a checkpoint directory")
-    data = json.loads(config.read_text())
+    data = read_json_object(config, "config", ConversionError)
     if "format_version" in data:
         return "vlprune"
     if "architectures" in data or "model_type" in data:

@@ -8,7 +8,6 @@ that re-saves it. transformers is imported lazily (only configs are parsed with 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from vlprune.config import read_json_object
 from vlprune.models.convert import hf_blip, hf_clip
 from vlprune.models.convert.mapping import ConversionError
 from vlprune.models.io import Model
@@ -49,7 +49,10 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
     if single.is_file():
         return load_file(str(single))
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json_object(index, "safetensors index", ConversionError).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ConversionError(f"{index}: 'weight_map' must be a JSON object of tensor name -> shard file")
+        shards = sorted(set(weight_map.values()))
         return {k: v for shard in shards for k, v in load_file(str(directory / shard)).items()}
     hint = (" (only pytorch_model.bin: vlprune reads safetensors only; re-save it with transformers: "
             "Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True))"
@@ -64,14 +67,16 @@ def read_hf(path_or_model: str | Path | torch.nn.Module) -> HFCheckpoint:
         if name not in _FAMILIES:
             raise ConversionError(f"{name} is not supported; vlprune converts {sorted(_FAMILIES)}")
         return HFCheckpoint(name, path_or_model.config, dict(path_or_model.state_dict()), None, name)
-    from transformers import AutoConfig
-
     directory = Path(path_or_model)
     if not (directory / "config.json").is_file():
         raise ConversionError(f"{directory}: no config.json; expected a directory written by save_pretrained")
+    read_json_object(directory / "config.json", "transformers config", ConversionError)  # one line, not a traceback
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(str(directory))
     processor = directory / "preprocessor_config.json"
-    preprocessor = json.loads(processor.read_text()) if processor.is_file() else None
+    preprocessor = (read_json_object(processor, "image processor config", ConversionError) if processor.is_file()
+                    else None)
     return HFCheckpoint(_architecture(config, str(directory)), config, _weights(directory), preprocessor,
                         str(directory))
 

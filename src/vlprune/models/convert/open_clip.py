@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlprune.config import ModelConfig, TextConfig, VisionConfig
+from vlprune.config import ModelConfig, TextConfig, VisionConfig, read_json_object
 from vlprune.models.convert.mapping import ConversionError, Entry, linear, packed_qkv, rename, to_ours, to_theirs
 from vlprune.models.convert.padding import padded_state
 from vlprune.models.convert.preprocess import open_clip_preprocess
@@ -150,9 +150,11 @@ def _read_dir(directory: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:
     if not config_path.is_file():
         raise ConversionError(f"{directory}: no {CONFIG_FILE}; expected open_clip's local-dir layout "
                               f"({CONFIG_FILE} + {WEIGHT_FILES[0]})")
-    data = json.loads(config_path.read_text())
-    if "model_cfg" not in data:
-        raise ConversionError(f"{config_path} has no 'model_cfg'")
+    data = read_json_object(config_path, "open_clip config", ConversionError)
+    if not isinstance(data.get("model_cfg"), dict):
+        raise ConversionError(f"{config_path} has no 'model_cfg' object")
+    if not isinstance(data.get("preprocess_cfg", {}), dict):
+        raise ConversionError(f"{config_path}: 'preprocess_cfg' must be a JSON object")
     weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
     if weights is None:
         raise ConversionError(f"{directory}: none of {list(WEIGHT_FILES)}; vlprune reads safetensors only (re-save a "
