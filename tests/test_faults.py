@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ from vlprune.train import Trainer, TrainingStopped, latest_checkpoint
 from vlprune.train.checkpoint import MANIFEST_FILE, read_checkpoint
 
 
+PROGRESS = re.compile(r"^\w+:\s+\d+%\|")  # tqdm's progress bar (a run that fails mid-way has drawn it)
+
+
 def _fails(argv: list[str], capsys) -> str:
     """Run the CLI; assert it failed with status 2 and exactly one stderr line, and return that line."""
     try:
@@ -36,7 +40,7 @@ def _fails(argv: list[str], capsys) -> str:
     except SystemExit as exit_:  # argparse's own errors
         code = exit_.code
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("vlprune: error: "), err
     return lines[0]
@@ -197,6 +201,21 @@ def test_large_learning_rate_warns_in_one_line(tiny_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     warned = [line for line in done.stderr.splitlines() if "TrainConfig.lr=2" in line]
     assert len(warned) == 1 and warned[0].startswith("vlprune: warning: "), done.stderr[-3000:]
+
+
+def test_non_finite_loss_in_a_cli_run_is_one_line_naming_the_step(tiny_dir, tmp_path, capsys, monkeypatch):
+    from vlprune.train.objectives import Objective
+
+    real = Objective.__call__
+
+    def nan_at_step_3(self, model, batch, ctx):
+        out = real(self, model, batch, ctx)
+        return {**out, "loss": out["loss"] * float("nan")} if ctx.step == 3 else out
+
+    monkeypatch.setattr(Objective, "__call__", nan_at_step_3)
+    line = _fails(_train_argv(tiny_dir, tmp_path / "run"), capsys)
+    assert "non-finite loss at step 3" in line and "step-000002" in line
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "step-000002").step == 2
 
 
 def test_out_that_is_a_file_is_refused(tiny_dir, tmp_path, capsys):
