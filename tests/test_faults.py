@@ -29,7 +29,6 @@ from vlprune.registry import model_config
 from vlprune.train import Trainer, TrainingStopped, latest_checkpoint
 from vlprune.train.checkpoint import MANIFEST_FILE, read_checkpoint
 
-
 PROGRESS = re.compile(r"^\w+:\s+\d+%\|")  # tqdm's progress bar (a run that fails mid-way has drawn it)
 
 
