@@ -50,7 +50,8 @@ def test_eval_retrieval_writes_clip_benchmark_json(saved_clip, tmp_path, capsys)
     result = json.loads(out_file.read_text())
     assert json.loads(capsys.readouterr().out) == result
     metrics = result["metrics"]
-    assert result["task"] == "retrieval" and result["data"] == "toyworld:val" and metrics["pairs"] == 32
+    assert result["task"] == "zeroshot_retrieval" and result["dataset"] == "toyworld:val" and metrics["pairs"] == 32
+    assert result["data"] == "toyworld:val:32" and result["model"] == result["pretrained"] == "tiny-clip"
     for key in ("image_retrieval_recall@1", "text_retrieval_recall@1", "image_retrieval_recall@5",
                 "text_retrieval_recall@10"):
         assert 0.0 <= metrics[key] <= 1.0, key

@@ -19,15 +19,17 @@ import torch
 
 from vlprune.config import ConfigError
 from vlprune.data.images import ImageLoadError
+from vlprune.data.sources import DATA_HELP
 from vlprune.models.io import MAX_PARAMS_ENV, CheckpointError, load, load_tokenizer, resolve
-from vlprune.reduce import apply, list_methods, method_config
-from vlprune.reduce.base import parse_settings
+from vlprune.reduce import apply, list_methods
+from vlprune.reduce.base import parse_method, parse_settings, split_settings
 from vlprune.registry import list_models
 from vlprune.train.scene import SCENE_LOSSES
 from vlprune.train.trainer import TrainingStopped
 
 # OSError: a path that is a file where a directory is needed, a read-only disk, a missing file ...; its message
 # names the path. TrainingStopped: a non-finite loss or a failed optimizer step, named with the step.
+STRUCTURED_METHODS = ("mope", "magnitude", "taylor", "random", "every-other-layer")
 USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, OSError, TrainingStopped)
 
 
@@ -49,6 +51,49 @@ def _out_dir(path: str, what: str) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {path} is a file; {what} is written into a directory there: choose another --out")
     return out
+
+
+class MethodGroup(argparse.Action):
+    """``--method NAME`` starts a method group; each later ``--set KEY=VALUE`` belongs to the latest group (so
+    ``bench --method none --method tome --set r=4 --method evit`` keeps each method's settings apart). ``NAME`` may
+    carry settings itself (``tome:r=4``); ``--set`` adds to them."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        groups = list(getattr(namespace, "method_groups", None) or [])
+        if option_string == "--set":
+            if not groups:
+                raise argparse.ArgumentError(self, f"{value!r} comes before any --method; put --set after the "
+                                             "--method it configures")
+            groups[-1] = (groups[-1][0], [*groups[-1][1], value])
+        else:
+            groups.append((value, []))
+        namespace.method_groups = groups
+
+
+def method_specs(args: argparse.Namespace, default: str = "none") -> list[str]:
+    """Each ``--method NAME --set k=v ...`` group as one ``NAME:k=v,...`` spec (``vlprune.reduce.parse_method``)."""
+    groups = getattr(args, "method_groups", None) or [(default, [])]
+    specs = []
+    for name, settings in groups:
+        joiner = "," if ":" in name else ":"
+        specs.append(name + (joiner + ",".join(settings) if settings else ""))
+    return specs
+
+
+def _one_method(args: argparse.Namespace, default: str = "none") -> str:
+    specs = method_specs(args, default)
+    if len(specs) > 1:
+        raise ValueError(f"--method given {len(specs)} times ({', '.join(specs)}); this command takes one")
+    return specs[0]
+
+
+def _add_method_args(p: argparse.ArgumentParser, default: str, help_text: str) -> None:
+    """The one method dialect of every subcommand: ``--method NAME`` then ``--set KEY=VALUE`` (repeatable)."""
+    p.add_argument("--method", action=MethodGroup, dest="method_groups", default=None, metavar="NAME",
+                   help=f"{help_text} (default: {default})")
+    p.add_argument("--set", action=MethodGroup, dest="method_groups", metavar="KEY=VALUE",
+                   help="a value of the method's config (JSON), repeatable, after its --method, e.g. --set "
+                        "keep_ratio=0.5 --set layers=[3,6]")
 
 
 def _positive_int(text: str) -> int:
@@ -90,21 +135,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_steps=args.warmup_steps, grad_accum=args.grad_accum, seed=args.seed,
                          ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp)
-    if args.method == "smarttrim":
-        final = _train_smarttrim(args, config)
+    method = _one_method(args)
+    if method.partition(":")[0] == "smarttrim":
+        final = _train_smarttrim(args, config, method)
         if rank() == 0:
             print(f"saved {final}")
         return 0
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
     final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum, args.method, args.twins, args.until, args.scene_loss,
+                  args.momentum_queue, args.momentum, method, args.twins, args.until, args.scene_loss,
                   args.workers)
     if rank() == 0:
         print(f"saved {final}")
     return 0
 
 
-def _train_smarttrim(args: argparse.Namespace, config) -> Path:
+def _train_smarttrim(args: argparse.Namespace, config, method: str) -> Path:
     """``vlprune train --method smarttrim``: fine-tune a fusion model with SmartTrim on one task (vqa or itm)."""
     from vlprune.trim.config import trim_config
     from vlprune.trim.train import train_smarttrim
@@ -114,7 +160,7 @@ def _train_smarttrim(args: argparse.Namespace, config) -> Path:
         raise ValueError(f"--tasks {args.tasks!r}: SmartTrim fine-tunes on one task, vqa or itm")
     values = {name: getattr(args, name) for name in ("target_vision", "target_text", "target_heads")
               if getattr(args, name) is not None}
-    values.update(parse_settings(args.set, "--set"))
+    values.update(parse_settings(split_settings(method.partition(":")[2]), "--set"))
     return train_smarttrim(args.model, args.out, trim_config("smarttrim", **values), next(iter(tasks)), config,
                            args.train_size, workers=args.workers)
 
@@ -125,17 +171,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vlprune.trim.train import is_trimmed, load_trimmed
 
     torch.set_num_threads(args.threads) if args.threads else None
+    method = _one_method(args)
+    name = Path(args.model).name if Path(args.model).is_dir() else args.model
     if is_trimmed(args.model):
-        if args.method != "none":
-            raise ValueError(f"--method {args.method}: {args.model} is a SmartTrim checkpoint, whose trimmers already "
+        if method != "none":
+            raise ValueError(f"--method {method}: {args.model} is a SmartTrim checkpoint, whose trimmers already "
                              "choose the tokens and heads per input; drop --method (or give its base model)")
         result = evaluate_trimmed(load_trimmed(args.model), load_tokenizer(args.model), args.task, args.data,
-                                  args.batch_size, args.rerank_k)
+                                  args.batch_size, args.rerank_k, name)
     else:
         model = load(args.model)
-        if args.method != "none":
-            apply(model, method_config(args.method, **parse_settings(args.set, "--set")))
-        result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k)
+        apply(model, parse_method(method)[1])
+        result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k,
+                          name, args.classnames, args.templates, args.truncate)
     result["threads"] = torch.get_num_threads()
     text = json.dumps(result, indent=2)
     if args.out:
@@ -152,11 +200,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = PruneConfig(method=args.method, stage=args.stage, tower=args.tower, target_params=args.target_params,
+    name, _, settings = _one_method(args, "mope").partition(":")
+    if name not in STRUCTURED_METHODS:
+        raise ValueError(f"--method {name!r}: vlprune prune ranks modules with one of {', '.join(STRUCTURED_METHODS)}")
+    flags = dict(method=name, stage=args.stage, tower=args.tower, target_params=args.target_params,
                          keep_layers=args.keep_layers, groups=args.groups, metric=args.metric,
                          val_pairs=args.val_pairs, grad_pairs=args.grad_pairs, distill_steps=args.distill_steps,
                          distill_batch=args.distill_batch, lr=args.lr, weights=(args.alpha, args.beta, args.gamma),
                          fast=not args.naive, seed=args.seed)
+    config = PruneConfig.from_dict({**flags, **parse_settings(split_settings(settings), "--set")})
     out = _out_dir(args.out, "the pruning run")
     if any(out.glob("distil-*")) or (out / "prune.json").exists():
         raise ValueError(f"--out {out} already holds a pruning run; choose a new --out directory")
@@ -214,7 +266,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     batches = _positive_ints(args.batch_sizes, "--batch-sizes")
     model = load(args.model) if _has_weights(args.model) else create_model(args.model)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    rows = bench_image_tower(model, args.methods, batches, args.warmup, args.iters, args.device, dtype, args.rounds)
+    specs = (args.methods or []) + (method_specs(args) if getattr(args, "method_groups", None) else [])
+    rows = bench_image_tower(model, specs or ["none"], batches, args.warmup, args.iters, args.device, dtype,
+                             args.rounds)
     header = ("method", "batch", "img/s", "ms", "GFLOPs", "speedup", "ideal", "peak MB")
     print(f"{header[0]:<28} " + " ".join(f"{h:>9}" for h in header[1:]))
     for r in rows:
@@ -243,6 +297,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vlprune.report.run_report import render_run
 
     print(f"wrote {render_run(Path(args.run_dir))}")  # a missing or foreign results.json is a user error
+    return 0
+
+
+def cmd_export_toyworld(args: argparse.Namespace) -> int:
+    from vlprune.data.export import data_spec, export_toyworld
+
+    out = export_toyworld(args.format, args.out, args.count, args.split, args.image_size, args.image_format,
+                          args.shard_size)
+    spec = data_spec(args.format, out, args.split)
+    print(f"wrote {args.count} toy-world items to {out}; read them with --data {spec}")
     return 0
 
 
@@ -300,27 +364,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum-queue", type=int, default=0,
                    help="ITC against a queue of this many momentum-encoder embeddings (ALBEF/MoCo; 0 = in-batch)")
     p.add_argument("--momentum", type=float, default=0.995, help="EMA factor of the momentum encoder")
-    p.add_argument("--method", default="none",
-                   help="train with token reduction on, e.g. elip, trips, tome:r=4, evit:keep_ratio=0.7; or "
-                        "smarttrim (adaptive token and head trimming; fine-tunes a fusion model on --tasks vqa or itm)")
+    _add_method_args(p, "none", "train with token reduction on, e.g. --method elip --set keep=[0.9,0.6,0.3], "
+                     "trips, tome --set r=4, evit; or smarttrim (adaptive token and head trimming; fine-tunes a fusion "
+                     "model on --tasks vqa or itm; --set temperature=0.5 --set tokens=local)")
     for name, what in (("vision", "image tokens"), ("text", "text tokens"), ("heads", "attention heads")):
         p.add_argument(f"--target-{name}", type=float, help=f"smarttrim: keep-ratio target of {what}, in (0, 1]")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="smarttrim config value (JSON), repeatable, e.g. --set temperature=0.5 --set tokens=local")
     p.set_defaults(func=cmd_train)
 
     p = add("eval", help="evaluate retrieval / zero-shot / VQA; writes CLIP_benchmark-style JSON")
     p.add_argument("--model", required=True, help="bundled model name or checkpoint directory (a SmartTrim "
                    "checkpoint is evaluated with its trimmers on: vqa or retrieval)")
     p.add_argument("--task", default="retrieval", choices=["retrieval", "zeroshot", "vqa"])
-    p.add_argument("--data", default="toyworld:val", help="toyworld:SPLIT[:COUNT]")
+    p.add_argument("--data", default="toyworld:val", help=f"the evaluation set: {DATA_HELP}")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of the top-k (fusion models; 0 = off)")
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
-    p.add_argument("--method", default="none", help=f"token reduction: none, {', '.join(list_methods())}")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="method config value (JSON), repeatable, e.g. --set keep_ratio=0.5 --set layers=[3,6]")
+    _add_method_args(p, "none", f"token reduction: none, {', '.join(list_methods())}")
+    p.add_argument("--truncate", action="store_true", help="cut captions / questions longer than the model's text "
+                   "context, as CLIP_benchmark does (default: such a text is an error naming its length)")
+    p.add_argument("--classnames", metavar="FILE", help="zero-shot on folder: data: class names in label order, one "
+                   "per line (default: the sorted folder names)")
+    p.add_argument("--templates", metavar="FILE", help="zero-shot prompt templates, one per line with {} for the "
+                   "class (default: CLIP's ImageNet templates)")
     p.set_defaults(func=cmd_eval)
 
     p = add("prune", help="structured pruning (MoPE-CLIP): remove heads, FFN neuron groups and layers, "
@@ -332,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Runs under torchrun too (MoPE modules and distillation batches are shared over ranks).")
     p.add_argument("--model", default="toy-clip", help="bundled model name or checkpoint directory (kind='clip')")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--method", default="mope", choices=["mope", "magnitude", "taylor", "random", "every-other-layer"],
-                   help="module ranking; every-other-layer prunes depth only")
+    _add_method_args(p, "mope", f"module ranking, one of {', '.join(STRUCTURED_METHODS)} (every-other-layer prunes "
+                     "depth only); --set KEY=VALUE sets any PruneConfig field, over the flags below")
     p.add_argument("--stage", default="finetune", choices=["finetune", "pretrain"])
     p.add_argument("--tower", default="vision", choices=["vision", "text", "both"])
     p.add_argument("--target-params", type=float, default=0.5, help="fraction of each pruned tower's params to keep")
@@ -363,8 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", help="images/s, latency, peak memory and GFLOPs of the image tower per method")
     p.add_argument("--model", default="toy-clip",
                    help="bundled model, checkpoint dir, or architecture name (random weights)")
-    p.add_argument("--methods", nargs="+", default=["none"],
-                   help="method specs, base first: none tome:r=4 evit:layers=[3,6,9],keep_ratio=0.7 random")
+    _add_method_args(p, "none", "a method to time, repeatable, each with its own --set: --method none --method tome "
+                     "--set r=4 --method evit --set keep_ratio=0.7 (the first is the speedup reference)")
+    p.add_argument("--methods", nargs="+", help="shorthand for methods without --set, base first: none tome:r=4 "
+                   "evit:layers=[3,6,9],keep_ratio=0.7 random")
     p.add_argument("--batch-sizes", default="1,32,64")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
@@ -395,6 +463,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "GFLOPs and accuracy vs images/s Pareto fronts, token-keep maps and samples.")
     p.add_argument("run_dir", help="a `vlprune demo --out` directory")
     p.set_defaults(func=cmd_report)
+
+    p = add("export-toyworld", help="write the toy world in a real dataset format (karpathy, wds, vqa, folder)",
+            description="Write toy-world items to disk as Karpathy JSON + images, webdataset tar shards, VQA v2 "
+            "questions + annotations + images, or an ImageFolder tree, so every --data path can be tried offline. "
+            "It prints the --data value that reads the export back.")
+    p.add_argument("--format", required=True, choices=["karpathy", "wds", "vqa", "folder"])
+    p.add_argument("--out", required=True, help="an empty or new directory")
+    p.add_argument("--count", type=_positive_int, required=True, help="items to write (the first of the split)")
+    p.add_argument("--split", default="val", help="toy-world split (folder: always the zeroshot split)")
+    p.add_argument("--image-size", type=_positive_int, default=64)
+    p.add_argument("--image-format", default="png", choices=["png", "jpg"], help="png is lossless")
+    p.add_argument("--shard-size", type=_positive_int, default=100, help="wds: samples per tar shard")
+    p.set_defaults(func=cmd_export_toyworld)
 
     p = add("demo", help="evaluate the bundled models on the toy world and write a report")
     p.add_argument("--out", default="runs/demo")

@@ -19,6 +19,7 @@ RESIZE_MODES = ("shortest", "squash")
 CROP_OFFSETS = ("floor", "round")
 POS_EMBED_INITS = ("normal", "sincos")
 IMAGE_POOLS = ("cls", "mean")
+TEXT_POOLS = ("eot", "argmax")
 MAX_LAYERS = 100_000  # per tower; bounds the per-layer tuples validation builds (model size: models.io.max_params)
 MAX_SIZE = 2**63 - 1  # sizes and counts must fit torch's int64 shapes
 _SHOW_LIMIT = 120
@@ -49,30 +50,48 @@ def read_json_object(path: str | Path, what: str = "JSON file", error: type[Valu
                      ) -> dict[str, Any]:
     """The JSON object stored in ``path``. An unreadable file, bytes that are not UTF-8, invalid JSON or a JSON
     value that is not an object raises one ``error`` naming ``what``, the file and the fault."""
+    return read_json(path, what, error)
+
+
+def read_json(path: str | Path, what: str = "JSON file", error: type[ValueError] = ValueError,
+              expected: type[dict] | type[list] = dict, errors: str = "strict") -> Any:
+    """``read_json_object`` for a JSON value of type ``expected`` (an object or an array). ``errors=
+    'surrogateescape'`` keeps bytes that are not UTF-8 as lone surrogates, for a caller that names the entry
+    holding them."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except (OSError, ValueError) as err:
         raise error(f"{what} {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig", errors)
     except UnicodeDecodeError as err:
         raise error(f"{what} {path} is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})") from None
-    return parse_json_object(text, f"{what} {path}", error)
+    return parse_json(text, f"{what} {path}", error, expected)
 
 
 def parse_json_object(text: str, where: str, error: type[ValueError] = ValueError) -> dict[str, Any]:
     """The JSON object ``text`` holds; invalid JSON or another JSON type is one ``error`` naming ``where``."""
+    return parse_json(text, where, error)
+
+
+def parse_json(text: str, where: str, error: type[ValueError] = ValueError,
+               expected: type[dict] | type[list] = dict) -> Any:
+    """``parse_json_object`` for a JSON value of type ``expected`` (an object or an array)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise error(f"{where} is not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except (ValueError, RecursionError) as err:  # an int past 4300 digits, nesting too deep for the parser
         raise error(f"{where} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise error(f"{where} holds a JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, expected a JSON "
-                    "object")
+    if not isinstance(data, expected):
+        raise error(f"{where} holds a JSON {json_type(data)}, expected a JSON {_JSON_TYPES[expected]}")
     return data
+
+
+def json_type(value: Any) -> str:
+    """JSON's name for the type of a parsed value: object, array, string, number, boolean or null."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _per_layer(owner: str, name: str, value: Any, num_layers: int) -> tuple[int, ...]:
@@ -157,7 +176,7 @@ def check_field_types(config: Any) -> None:
                               "(numbers finite)")
 
 
-def _unknown_keys(cls: type, data: dict[str, Any]) -> None:
+def reject_unknown_fields(cls: type, data: dict[str, Any]) -> None:
     known = {f.name for f in fields(cls)}
     extra = sorted(set(data) - known, key=str)
     if extra:
@@ -265,6 +284,9 @@ class TextConfig(TowerConfig):
     """Text transformer: ``flavour='clip'`` (causal, pooled at the EOT token, pre-LN) or ``'bert'``
     (bidirectional, pooled at [CLS], post-LN, embedding LayerNorm).
 
+    ``pool`` (flavour 'clip'): ``'eot'`` pools at the first ``eot_token_id`` (without one: the last unmasked
+    token, or the highest token id when no mask is given); ``'argmax'`` pools at the highest token id whatever the
+    mask (transformers' legacy ``eos_token_id == 2`` configs, open_clip's ``pool_type='argmax'``).
     ``cross_attention_layers`` lists the layers that also attend to image tokens (fusion layers).
     ``fusion_from_embeddings`` (BLIP): the unimodal encoder runs every layer without cross-attention, and the
     multimodal encoder runs every layer again, from the token embeddings, with it (every layer is then a fusion
@@ -276,6 +298,7 @@ class TextConfig(TowerConfig):
     max_length: int = 32
     pad_token_id: int = 0
     eot_token_id: int | None = None
+    pool: str = "eot"
     cross_attention_layers: tuple[int, ...] = ()
     encoder_width: int | None = None
     fusion_from_embeddings: bool = False
@@ -291,6 +314,9 @@ class TextConfig(TowerConfig):
         if self.eot_token_id is not None:
             _require(_is_int(self.eot_token_id) and 0 <= self.eot_token_id < self.vocab_size, owner,
                      "eot_token_id", self.eot_token_id, f"None or an id in [0, {self.vocab_size})")
+        _require(self.pool in TEXT_POOLS, owner, "pool", self.pool, f"one of {TEXT_POOLS}")
+        _require(self.flavour == "clip" or self.pool == "eot", owner, "pool", self.pool,
+                 "'eot' for flavour='bert' (pooled at [CLS])")
         _require(isinstance(self.cross_attention_layers, (list, tuple)), owner, "cross_attention_layers",
                  self.cross_attention_layers, "a list of layer indices")
         cross = tuple(self.cross_attention_layers)
@@ -377,13 +403,13 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig: expected a JSON object, got {type(data).__name__}")
         if "format_version" in data:  # checked first: a newer format may also bring fields this version lacks
             _check_format(data["format_version"])
-        _unknown_keys(cls, data)
+        reject_unknown_fields(cls, data)
         data = dict(data)
         for key, sub in (("vision", VisionConfig), ("text", TextConfig)):
             if key in data:
                 if not isinstance(data[key], dict):
                     raise ConfigError(f"ModelConfig.{key}: expected a JSON object, got {show(data[key])}")
-                _unknown_keys(sub, data[key])
+                reject_unknown_fields(sub, data[key])
                 data[key] = sub(**_tuples(data[key]))
         return cls(**data)
 

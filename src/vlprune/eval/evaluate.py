@@ -1,18 +1,29 @@
 """Evaluate a model on a task: retrieval (with ITM re-ranking for fusion models), zero-shot classification
-or VQA. Every result also records the model's parameters and analytic GFLOPs (DESIGN section 8)."""
+or VQA, on any ``--data`` set (``vlprune.data.sources``). Every result also records the model's parameters and
+analytic GFLOPs (docs/token-reduction.md), in CLIP_benchmark's file layout."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from vlprune.data.pairs import to_pixels
-from vlprune.data.toyworld import ANSWERS, SPLIT_SIZES, ZEROSHOT_TEMPLATES, ToyWorld, ceiling_of, class_names, positives
+from vlprune.data.sources import (
+    ClassificationData,
+    RetrievalData,
+    VQAData,
+    open_classification,
+    open_retrieval,
+    open_vqa,
+    parse_data,
+)
+from vlprune.data.toyworld import ANSWERS, ToyWorld
 from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
@@ -23,35 +34,17 @@ from vlprune.reduce.base import apply, reduced_gflops, token_schedule
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
+CLIP_BENCHMARK_TASKS = {"retrieval": "zeroshot_retrieval", "zeroshot": "zeroshot_classification", "vqa": "vqa"}
+"""Our ``--task`` names -> the ``task`` CLIP_benchmark writes (VQA is not a CLIP_benchmark task; it keeps its name)."""
 FLOP_COUNTER = "analytic, GFLOPs = 2 x MACs, matmuls incl. attention"
 
 
-def parse_data(spec: str, task: str) -> tuple[str, int | None]:
-    """``toyworld:SPLIT[:COUNT]`` -> (split, count). The zero-shot task always uses the zeroshot split."""
-    parts = spec.split(":")
-    if parts[0] != "toyworld" or len(parts) not in (2, 3):
-        raise ValueError(f"--data {spec!r}: expected toyworld:SPLIT or toyworld:SPLIT:COUNT "
-                         "(e.g. toyworld:val); real datasets arrive with the dataset loaders")
-    split = "zeroshot" if task == "zeroshot" else parts[1]
-    if split not in SPLIT_SIZES:
-        raise ValueError(f"--data {spec!r}: unknown split {parts[1]!r}; expected one of {sorted(SPLIT_SIZES)}")
-    if len(parts) == 2:
-        return split, None
-    available = SPLIT_SIZES[split]
-    if not parts[2].strip().isdigit() or not 1 <= int(parts[2]) <= available:
-        raise ValueError(f"--data {spec!r}: COUNT must be a whole number from 1 to {available} (the size of the "
-                         f"toy world's {split!r} split), got {parts[2]!r}")
-    return split, int(parts[2])
-
-
-def items_to_use(world: ToyWorld, count: int | None) -> int:
-    """``count`` items of ``world`` (all of them for None); more than the split holds is refused, never clamped."""
-    if count is None:
-        return len(world)
-    if not 1 <= count <= len(world):
-        raise ValueError(f"count={count}: the toy world's {world.split!r} split has {len(world)} items; ask for 1 to "
-                         f"{len(world)}")
-    return count
+def _retrieval_data(data: ToyWorld | RetrievalData, count: int | None) -> RetrievalData:
+    """A toy-world split (its first ``count`` items; more than it holds is refused, never clamped) or a set."""
+    if isinstance(data, RetrievalData):
+        return data
+    return open_retrieval(parse_data(f"toyworld:{data.split}" + (f":{count}" if count is not None else "")),
+                          data.image_size)
 
 
 def _chunks(n: int, size: int, desc: str) -> Iterator[range]:
@@ -75,10 +68,11 @@ class _Texts:
 
 
 @torch.no_grad()
-def _image_states(model: Model, world: ToyWorld, count: int, batch_size: int, keep_pixels: bool = False) -> _Images:
+def _image_states(model: Model, data, count: int, batch_size: int, keep_pixels: bool = False) -> _Images:
+    """Embeddings and final tokens of the first ``count`` images of ``data`` (anything with ``image(i)``)."""
     pixels, embs, tokens = [], [], []
     for idx in _chunks(count, batch_size, "images"):
-        batch = to_pixels([world.image(i) for i in idx], model.config.vision)
+        batch = to_pixels([data.image(i) for i in idx], model.config.vision)
         if keep_pixels:
             pixels.append(batch)
         state = model.visual(batch)
@@ -147,14 +141,14 @@ def _pair_scorer(model: Model, images: _Images, texts: _Texts, guided: bool):
 
 def reranked_metrics(similarity: torch.Tensor, rerank_k: int,
                      itm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int,
-                     truth: torch.Tensor) -> dict:
+                     text_image: list[int], truth: torch.Tensor | None) -> dict:
     """Recall after re-ranking each query's top ``rerank_k`` first-stage candidates with ``itm(image_rows,
-    text_cols)`` (one score per pair), both directions; ``truth`` as ``retrieval_metrics``'s text_positives."""
-    count = similarity.shape[0]
+    text_cols)`` (one score per pair), both directions; ``text_image`` and ``truth`` as ``retrieval_metrics``'s
+    ``text_to_image`` and ``text_positives``."""
     i2t = rerank_topk(similarity, rerank_k, itm, batch_size)
     t2i = rerank_topk(similarity.T, rerank_k, lambda r, c: itm(c, r), batch_size)
-    text_side = retrieval_metrics(i2t, list(range(count)), text_positives=truth)
-    image_side = retrieval_metrics(t2i.T, list(range(count)), text_positives=truth)
+    text_side = retrieval_metrics(i2t, text_image, text_positives=truth)
+    image_side = retrieval_metrics(t2i.T, text_image, text_positives=truth)
     metrics = {k: (text_side if "text_retrieval" in k else image_side)[k] for k in text_side}
     for prefix in ("", "semantic_"):
         keys = [k for k in metrics if k.startswith((prefix + "image_retrieval", prefix + "text_retrieval"))]
@@ -163,17 +157,17 @@ def reranked_metrics(similarity: torch.Tensor, rerank_k: int,
 
 
 @torch.no_grad()
-def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
-                       batch_size: int = 128, rerank_k: int = 16) -> dict:
-    """R@1/5/10 both ways (CLIP_benchmark keys) plus semantic recall and the split's ceiling.
+def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, data: ToyWorld | RetrievalData,
+                       count: int | None = None, batch_size: int = 128, rerank_k: int = 16) -> dict:
+    """R@1/5/10 both ways (CLIP_benchmark keys) on a retrieval set (or a toy-world split's first ``count``
+    items); toy-world sets add semantic recall and the split's ceiling.
 
     Fusion models re-rank each query's top ``rerank_k`` ITC candidates with ITM (``rerank_k=0``: ITC only).
     A text-guided method (ELIP λ < 1, TRIPS) cannot embed an image before it knows the text, so retrieval is
     two-stage: the unguided base model ranks everything, then each query's top ``rerank_k`` pairs are
     re-encoded with the pair's text as guide and re-scored (cosine for CLIP, ITM for fusion models).
     """
-    count = items_to_use(world, count)
-    captions = [world.scene(i).caption for i in range(count)]
+    data = _retrieval_data(data, count)
     method = model.reduction
     guided = method is not None and method.text_guided
     if guided and not rerank_k:
@@ -181,77 +175,106 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, world: ToyWorld, 
                          "query's top-k, so --rerank-k must be >= 1")
     if guided:
         apply(model, None)  # the first stage is unguided: the base model ranks
-    images = _image_states(model, world, count, batch_size, keep_pixels=guided)
-    texts = _text_states(model, tokenizer, captions, batch_size, with_guides=guided)
+    images = _image_states(model, data, len(data), batch_size, keep_pixels=guided)
+    texts = _text_states(model, tokenizer, data.captions, batch_size, with_guides=guided)
     if guided:
         apply(model, method)
     similarity = images.emb @ texts.emb.T
-    described = positives(world, count)
-    truth = torch.from_numpy(described)
-    first_stage = retrieval_metrics(similarity, list(range(count)), text_positives=truth)
+    truth = torch.from_numpy(data.described) if data.described is not None else None
+    first_stage = retrieval_metrics(similarity, data.text_image, text_positives=truth)
+    counts = {"pairs": len(data.captions), "images": len(data), "texts": len(data.captions)}
     score = _pair_scorer(model, images, texts, guided) if rerank_k else None
     if score is None:
-        return {**first_stage, **ceiling_of(described), "pairs": count}
+        return {**first_stage, **data.ceiling(), **counts}
     result: dict = {"first_stage_" + k: v for k, v in first_stage.items() if not k.startswith("semantic")}
-    metrics = reranked_metrics(similarity, rerank_k, score, batch_size, truth)
+    metrics = reranked_metrics(similarity, rerank_k, score, batch_size, data.text_image, truth)
     second = "guided re-encoding" + (" + ITM" if isinstance(model, FusionModel) else " + cosine") if guided else "ITM"
-    return {**result, **metrics, "rerank_k": rerank_k, "second_stage": second, **ceiling_of(described),
-            "pairs": count}
+    return {**result, **metrics, "rerank_k": rerank_k, "second_stage": second, **data.ceiling(), **counts}
 
 
 @torch.no_grad()
-def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
-                      batch_size: int = 128) -> dict:
-    """Single-object images classified by colour x shape with prompt ensembles: acc1, acc5, mean per-class recall."""
-    count = items_to_use(world, count)
+def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, data: ToyWorld | ClassificationData,
+                      count: int | None = None, batch_size: int = 128) -> dict:
+    """Images classified with prompt ensembles: acc1, acc5, mean per-class recall (the toy world: single-object
+    images by colour x shape)."""
+    if not isinstance(data, ClassificationData):
+        data = open_classification(parse_data("toyworld:zeroshot" + (f":{count}" if count is not None else "")),
+                                   image_size=data.image_size)
 
     def encode(texts: list[str]) -> torch.Tensor:
         return model.encode_text(*tokenizer(texts), normalize=True)
 
-    classifier = zeroshot_classifier(encode, class_names(), ZEROSHOT_TEMPLATES)
-    image_emb = _image_states(model, world, count, batch_size).emb
-    labels = torch.tensor([world.classification(i)[1] for i in range(count)])
-    return {**zeroshot_metrics(image_emb @ classifier.T, labels), "images": count, "classes": len(class_names())}
+    templates = [t.replace("{c}", "{}") for t in data.templates]
+    classifier = zeroshot_classifier(encode, data.classnames, templates)
+    image_emb = _image_states(model, data, len(data), batch_size).emb
+    labels = torch.tensor(data.labels)
+    return {**zeroshot_metrics(image_emb @ classifier.T, labels), "images": len(data),
+            "classes": len(data.classnames)}
 
 
 @torch.no_grad()
-def evaluate_vqa(model: Model, tokenizer: WordTokenizer, world: ToyWorld, count: int | None = None,
-                 batch_size: int = 128) -> dict:
-    """Accuracy of the answer classifier, overall and per question type."""
-    if not isinstance(model, FusionModel):
-        raise ValueError("VQA needs a fusion model (kind='fusion' with a VQA head), e.g. --model toy-fusion")
-    count = items_to_use(world, count)
-    scenes = [world.scene(i) for i in range(count)]
+def evaluate_vqa(model: Model, tokenizer: WordTokenizer, data: ToyWorld | VQAData, count: int | None = None,
+                 batch_size: int = 128, answers: list[str] | None = None) -> dict:
+    """Accuracy of the answer classifier over ``answers`` (the model's answer vocabulary; the toy world's by
+    default), overall and per question type; multi-annotator answers score as VQA v2 does. Questions whose
+    reference answers are all outside the vocabulary are counted (``out_of_vocabulary``): the model cannot get
+    them right, as in the VQA evaluation."""
+    if not isinstance(model, FusionModel) or model.vqa_head is None:
+        raise ValueError("VQA needs a fusion model with a VQA head (kind='fusion', num_answers > 0), e.g. --model "
+                         "toy-fusion")
+    vocabulary = list(ANSWERS if answers is None else answers)
+    if len(vocabulary) != model.config.num_answers:
+        raise ValueError(f"the model has {model.config.num_answers} answers but the answer vocabulary has "
+                         f"{len(vocabulary)}; save the model's answer list beside it")
+    if not isinstance(data, VQAData):
+        data = open_vqa(parse_data(f"toyworld:{data.split}" + (f":{count}" if count is not None else "")),
+                        data.image_size)
     predictions: list[str] = []
-    for idx in _chunks(count, batch_size, "questions"):
-        ids, mask = tokenizer([scenes[i].question for i in idx])
-        pixels = to_pixels([world.image(i) for i in idx], model.config.vision)
-        predictions += [ANSWERS[a] for a in model.vqa_logits(pixels, ids, mask).argmax(-1).tolist()]
-    answers = [s.answer for s in scenes]
-    return {"vqa_accuracy": vqa_accuracy(predictions, answers),
-            "vqa_accuracy_by_type": vqa_accuracy_by_type(predictions, answers, [s.question_type for s in scenes]),
-            "questions": count}
+    for idx in _chunks(len(data), batch_size, "questions"):
+        ids, mask = tokenizer([data.questions[i] for i in idx])
+        pixels = to_pixels([data.image(i) for i in idx], model.config.vision)
+        predictions += [vocabulary[a] for a in model.vqa_logits(pixels, ids, mask).argmax(-1).tolist()]
+    references = [r[0] if len(r) == 1 else r for r in data.answers]
+    known = set(vocabulary)
+    return {"vqa_accuracy": vqa_accuracy(predictions, references),
+            "vqa_accuracy_by_type": vqa_accuracy_by_type(predictions, references, data.question_types),
+            "out_of_vocabulary": sum(not known & set(r) for r in data.answers), "questions": len(data)}
 
 
 def evaluate(model: Model, tokenizer: WordTokenizer, task: str, data: str = "toyworld:val",
-             batch_size: int = 128, rerank_k: int = 16) -> dict:
-    """Run one task and return its metrics with the model's params, GFLOPs and the wall time."""
+             batch_size: int = 128, rerank_k: int = 16, model_name: str | None = None,
+             classnames: str | None = None, templates: str | None = None, truncate: bool = False) -> dict:
+    """Run one task on a ``--data`` set and return CLIP_benchmark's result layout (``dataset``, ``model``,
+    ``pretrained``, ``task``, ``metrics``, ``language``) plus the model's params, GFLOPs, method and wall time.
+    ``model_name``: what to record as the model (default: its config name). ``truncate``: cut texts longer than
+    the model's context as CLIP_benchmark does (default: such a text is an error naming its length)."""
     if task not in TASKS:
         raise ValueError(f"--task {task!r}: expected one of {TASKS}")
     if rerank_k < 0:
         raise ValueError(f"--rerank-k {rerank_k}: expected 0 (no re-ranking) or a positive number")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: expected a positive number of items per forward pass")
-    split, count = parse_data(data, task)
-    world = ToyWorld(split, image_size=model.config.vision.image_size)
+    if (classnames or templates) and task != "zeroshot":
+        raise ValueError("--classnames / --templates are for --task zeroshot")
+    spec = parse_data(data)
+    size = model.config.vision.image_size
+    if task == "retrieval":
+        dataset = open_retrieval(spec, size)
+    elif task == "zeroshot":
+        dataset = open_classification(spec, classnames, templates, size)
+    else:
+        dataset = open_vqa(spec, size)
     model.eval()
     start = time.perf_counter()
+    costs = _costs(model, tokenizer.max_length)
+    tokenizer = partial(tokenizer, truncate=True) if truncate else tokenizer
     if task == "retrieval":
-        metrics = evaluate_retrieval(model, tokenizer, world, count, batch_size, rerank_k)
+        metrics = evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size, rerank_k=rerank_k)
     elif task == "zeroshot":
-        metrics = evaluate_zeroshot(model, tokenizer, world, count, batch_size)
+        metrics = evaluate_zeroshot(model, tokenizer, dataset, batch_size=batch_size)
     else:
-        metrics = evaluate_vqa(model, tokenizer, world, count, batch_size)
-    return {"task": task, "data": f"toyworld:{split}", "model": model.config.name, "metrics": metrics,
-            "costs": _costs(model, tokenizer.max_length), "flop_counter": FLOP_COUNTER,
-            "seconds": time.perf_counter() - start}
+        metrics = evaluate_vqa(model, tokenizer, dataset, batch_size=batch_size)
+    name = model_name or model.config.name
+    return {"dataset": dataset.name, "model": name, "pretrained": name, "task": CLIP_BENCHMARK_TASKS[task],
+            "metrics": metrics, "language": "en", "data": spec.text, "truncated_texts": truncate, "costs": costs,
+            "flop_counter": FLOP_COUNTER, "seconds": time.perf_counter() - start}

@@ -51,7 +51,7 @@ def parse_value(raw: str) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _split_top_level(text: str) -> list[str]:
+def split_settings(text: str) -> list[str]:
     """Split on commas that are not inside brackets: ``r=[1,2],x=3`` -> ["r=[1,2]", "x=3"]."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
@@ -80,7 +80,7 @@ def parse_method(spec: str) -> tuple[str, ReduceConfig | None]:
     if name == "none":
         return spec, None
     where = f"method {spec!r} (expected NAME or NAME:key=value,key=value)"
-    return spec, method_config(name, **parse_settings(_split_top_level(rest), where))
+    return spec, method_config(name, **parse_settings(split_settings(rest), where))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlprune.config import ConfigError, check_field_types
+from vlprune.config import ConfigError, check_field_types, reject_unknown_fields
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.evaluate import evaluate_retrieval
@@ -107,6 +107,12 @@ class PruneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
+        """From flags and ``--set`` values; an unknown key is one ``ConfigError`` listing the known ones."""
+        reject_unknown_fields(cls, data)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass

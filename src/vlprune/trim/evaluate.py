@@ -12,8 +12,9 @@ import torch
 
 from vlprune.config import VisionConfig
 from vlprune.data.pairs import to_pixels
+from vlprune.data.sources import parse_data, toy_count
 from vlprune.data.toyworld import ANSWERS, ToyWorld, positives
-from vlprune.eval.evaluate import FLOP_COUNTER, parse_data, reranked_metrics
+from vlprune.eval.evaluate import CLIP_BENCHMARK_TASKS, FLOP_COUNTER, reranked_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.models.fusion import FusionModel
 from vlprune.reduce.base import apply, token_schedule
@@ -97,7 +98,7 @@ def retrieval_run(score: Scorer, model: FusionModel, tokenizer: WordTokenizer, w
         return logits.softmax(-1)[:, 1]
 
     truth = torch.from_numpy(positives(world, count))
-    metrics = reranked_metrics(similarity, rerank_k, itm, batch_size, truth)
+    metrics = reranked_metrics(similarity, rerank_k, itm, batch_size, list(range(count)), truth)
     return {**metrics, "gflops": distribution(np.concatenate(flops)), "pairs": count, "rerank_k": rerank_k}
 
 
@@ -106,7 +107,7 @@ STATS = ("mean", "p10", "p50", "p90")
 
 
 def evaluate_trimmed(trim: SmartTrim, tokenizer: WordTokenizer, task: str, data: str = "toyworld:val",
-                     batch_size: int = 128, rerank_k: int = 16) -> dict:
+                     batch_size: int = 128, rerank_k: int = 16, model_name: str | None = None) -> dict:
     """``vlprune eval`` of a SmartTrim checkpoint, trimmers on (hard 0/1 decisions, batched as ``trim_scorer``'s
     ``masked``): the task's usual metrics, params with the trimmers', and the per-instance GFLOPs (per question,
     or per ITM-re-scored pair; trimmers included) as mean and p10 / p50 / p90."""
@@ -116,10 +117,13 @@ def evaluate_trimmed(trim: SmartTrim, tokenizer: WordTokenizer, task: str, data:
     if task == "retrieval" and rerank_k < 1:
         raise ValueError(f"--rerank-k {rerank_k}: SmartTrim retrieval re-scores each query's top-k with its trimmed "
                          "ITM; expected >= 1")
-    split, count = parse_data(data, task)
+    spec = parse_data(data)
+    if spec.kind != "toyworld":
+        raise ValueError(f"--data {data!r}: SmartTrim checkpoints are evaluated on toyworld data only (its trimmed "
+                         "forward scores toy-world batches)")
     model = trim.eval().model
-    world = ToyWorld(split, image_size=model.config.vision.image_size)
-    count = len(world) if count is None else min(count, len(world))
+    world = ToyWorld(spec.fields[0], image_size=model.config.vision.image_size)
+    count = toy_count(spec) or len(world)
     start = time.perf_counter()
     if task == "vqa":
         metrics = vqa_run(trim_scorer(trim, "vqa"), model.config.vision, tokenizer, world, count, batch_size)
@@ -132,8 +136,10 @@ def evaluate_trimmed(trim: SmartTrim, tokenizer: WordTokenizer, task: str, data:
     smarttrim = {"enabled": True, "config": trim.config.to_dict(), "decisions": "hard (0/1 masks)",
                  "gflops_per": "question" if task == "vqa" else "ITM-re-scored pair",
                  "gflops": {k: gflops[k] for k in STATS}}
-    return {"task": task, "data": f"toyworld:{split}", "model": model.config.name, "metrics": metrics,
-            "costs": costs, "smarttrim": smarttrim, "flop_counter": FLOP_COUNTER,
+    name = model_name or model.config.name
+    return {"dataset": spec.name, "model": name, "pretrained": name, "task": CLIP_BENCHMARK_TASKS[task],
+            "metrics": metrics, "language": "en", "data": spec.text, "costs": costs, "smarttrim": smarttrim,
+            "flop_counter": FLOP_COUNTER,
             "seconds": time.perf_counter() - start}
 
 
