@@ -275,7 +275,7 @@ def test_open_clip_directory_with_bad_config_json_names_the_file(content, expect
 @pytest.mark.parametrize("data, field, expected", [
     ({"type": "hf", "max_length": 77}, "dir", "'dir' is missing; expected the name of the folder"),
     ({"type": "hf", "dir": 5, "max_length": 77}, "dir", "'dir'=5 is invalid; expected the name of the folder"),
-    ({"type": "hf", "dir": "nowhere", "max_length": 77}, "dir", "'dir'='nowhere' is invalid"),
+    ({"type": "hf", "dir": "nowhere", "max_length": 77}, "dir", "'dir'='nowhere': transformers tokenizer folder"),
     ({"type": "hf", "dir": "hf_tokenizer"}, "max_length", "'max_length' is missing; expected a positive int"),
     ({"type": "hf", "dir": "hf_tokenizer", "max_length": "77"}, "max_length", "'max_length'='77' is invalid"),
     ({"type": "open_clip", "name": None}, "context_length", "'context_length' is missing; expected a positive int"),
@@ -311,6 +311,30 @@ def test_saved_tokenizer_without_dir_through_load_tokenizer(clip_model, tmp_path
     (tmp_path / "tokenizer.json").write_text('{"type": "hf", "max_length": 77}')
     with pytest.raises(ValueError, match=r"tokenizer\.json: field 'dir' is missing"):
         vlprune.load_tokenizer(tmp_path)
+
+
+def test_missing_hf_tokenizer_folder_is_one_fast_line_naming_it(clip_model, tmp_path):
+    """Not a Hub lookup of ``<dir>/hf_tokenizer`` (54 s of offline retries before): local files only."""
+    vlprune.save(clip_model, tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"type": "hf", "dir": "hf_tokenizer", "max_length": 77}')
+    started = time.monotonic()
+    with pytest.raises(ValueError) as info:
+        vlprune.load_tokenizer(tmp_path)
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"tokenizer {tmp_path / 'tokenizer.json'}: field 'dir'")
+    assert f"folder {tmp_path / 'hf_tokenizer'} is missing" in message and "vlprune convert" in message
+
+
+def test_unreadable_hf_tokenizer_folder_is_one_line_naming_it(tmp_path):
+    pytest.importorskip("transformers")
+    (tmp_path / "hf_tokenizer").mkdir()
+    (tmp_path / "hf_tokenizer" / "tokenizer.json").write_text("not json")
+    (tmp_path / "tokenizer.json").write_text('{"type": "hf", "dir": "hf_tokenizer", "max_length": 77}')
+    with pytest.raises(ValueError) as info:
+        load_any(tmp_path / "tokenizer.json")
+    message = str(info.value)
+    assert "\n" not in message and f"folder {tmp_path / 'hf_tokenizer'} cannot be read" in message
 
 
 # -- 5. fuzz: any config JSON loads or raises ConfigError -----------------------------------------------------

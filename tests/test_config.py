@@ -67,6 +67,8 @@ TEXT_BAD = [
     ("pad_token_id", {"vocab_size": 10, "pad_token_id": 10}),
     ("pad_token_id", {"vocab_size": 10, "pad_token_id": "0"}),
     ("eot_token_id", {"vocab_size": 10, "eot_token_id": -1}),
+    ("pool", {"pool": "mean"}),
+    ("pool", {"flavour": "bert", "pool": "argmax"}),                                       # bert pools at [CLS]
     ("vocab_size", {"vocab_size": 0}),
     ("max_length", {"max_length": 0}),
 ]
@@ -76,6 +78,13 @@ TEXT_BAD = [
 def test_text_config_rejects(field, kwargs):
     with pytest.raises(ConfigError, match=rf"TextConfig\.{field}="):
         TextConfig(**kwargs)
+
+
+def test_text_config_json_without_pool_loads_with_todays_pooling():
+    """Configs written before ``TextConfig.pool`` existed (the bundled ones included) load unchanged."""
+    data = ModelConfig().to_dict()
+    del data["text"]["pool"]
+    assert ModelConfig.from_dict(data).text.pool == "eot" and ModelConfig.from_dict(data) == ModelConfig()
 
 
 def test_model_config_rejects():
@@ -204,10 +213,12 @@ def model_configs(draw) -> ModelConfig:
     if kind == "fusion" and text["num_layers"] == 0:
         text = {**text, "num_layers": 1, "num_heads": 1, "intermediate_size": 4, "layer_map": None}
     vocab = draw(st.integers(2, 5000))
+    flavour = "bert" if kind == "fusion" else draw(st.sampled_from(["clip", "bert"]))
     text_cfg = TextConfig(
-        **text, flavour="bert" if kind == "fusion" else draw(st.sampled_from(["clip", "bert"])), vocab_size=vocab,
+        **text, flavour=flavour, vocab_size=vocab,
         max_length=draw(st.integers(1, 77)), pad_token_id=draw(st.integers(0, vocab - 1)),
         eot_token_id=draw(st.one_of(st.none(), st.integers(0, vocab - 1))),
+        pool=draw(st.sampled_from(["eot", "argmax"])) if flavour == "clip" else "eot",
         cross_attention_layers=tuple(draw(st.lists(st.integers(0, text["num_layers"] - 1), min_size=1,
                                                    unique=True))) if kind == "fusion" else (),
         encoder_width=vision.width if kind == "fusion" else draw(st.one_of(st.none(), st.integers(1, 64))))

@@ -149,15 +149,52 @@ def test_checkpoints_that_do_not_fit_name_the_keys(reference, tmp_path):
         vlprune.from_hf(directory)
 
 
-def test_legacy_eos_id_pools_at_the_highest_id(reference, inputs):
-    hf_model, _, _ = reference
-    legacy = transformers.CLIPModel(hf_model.config).eval()
-    legacy.load_state_dict(hf_model.state_dict())
-    legacy.config.text_config.eos_token_id = legacy.text_model.eos_token_id = 2
-    ours = vlprune.from_hf(legacy)
-    assert ours.config.text.eot_token_id is None
-    _, ids, mask = inputs
+def _pooling_inputs(vocab_size: int, eos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hand-made ids (not a tokenizer's) where the highest id is not at end-of-text, with padding after it."""
+    top = vocab_size - 1
+    ids = torch.tensor([[5, top, 7, eos, 0, 0, 0, 0],        # highest id before end-of-text
+                        [9, 30, eos, 11, 12, 0, 0, 0],       # unmasked tokens after end-of-text
+                        [4, 6, eos, 0, 0, top, 0, 0],        # highest id under the padding
+                        [eos, 8, top, eos, 6, 6, 6, 0]])     # two end-of-text tokens: the first counts
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0],
+                         [1, 1, 1, 1, 1, 1, 1, 0]])
+    return ids, mask
+
+
+def _text_features(hf_model, ids, mask):
     with torch.no_grad():
-        want = legacy.get_text_features(input_ids=ids, attention_mask=mask)
-        want = want.pooler_output if hasattr(want, "pooler_output") else want
-    assert max_diff(F.normalize(want, dim=-1), ours.encode_text(ids, mask, normalize=True)) < TOL
+        out = hf_model.get_text_features(input_ids=ids, attention_mask=mask)
+    return F.normalize(out.pooler_output if hasattr(out, "pooler_output") else out, dim=-1)
+
+
+@pytest.mark.parametrize("eos, pool", [(2, "argmax"), (20, "eot")])
+def test_text_pooling_matches_transformers_for_legacy_and_current_eos_ids(reference, eos, pool):
+    """eos_token_id == 2 (configs before transformers PR #24773) pools at the highest id even with a mask;
+    any other id pools at its first occurrence. Both convert, and export back, to the same text embeddings."""
+    hf_model, _, _ = reference
+    config = hf_model.config.to_dict()
+    config["text_config"]["eos_token_id"] = eos
+    theirs = transformers.CLIPModel(transformers.CLIPConfig.from_dict(config)).eval()
+    theirs.load_state_dict(hf_model.state_dict())
+    ids, mask = _pooling_inputs(theirs.config.text_config.vocab_size, eos)
+    want = _text_features(theirs, ids, mask)
+    ours = vlprune.from_hf(theirs)
+    assert ours.config.text.pool == pool and ours.config.text.eot_token_id == (None if eos == 2 else eos)
+    with torch.no_grad():
+        assert max_diff(want, ours.encode_text(ids, mask, normalize=True)) < TOL
+        other = vlprune.build_model(replace(ours.config, text=replace(ours.config.text, eot_token_id=eos,
+                                                                      pool="eot" if pool == "argmax" else "argmax")))
+        other.load_state_dict(ours.state_dict())
+        assert max_diff(want, other.encode_text(ids, mask, normalize=True)) > 0.01  # the inputs tell them apart
+    back = vlprune.to_hf(ours)
+    assert back.config.text_config.eos_token_id == eos
+    assert max_diff(want, _text_features(back, ids, mask)) < TOL
+
+
+def test_end_of_text_id_two_is_refused_by_the_clip_export(reference):
+    """transformers would read eos_token_id 2 as highest-id pooling: the export says so instead of writing it."""
+    _, _, directory = reference
+    config = vlprune.from_hf(directory).config
+    model = vlprune.build_model(replace(config, text=replace(config.text, eot_token_id=2, pool="eot")))
+    with pytest.raises(ConversionError, match="end-of-text id 2.*legacy highest-id pooling"):
+        vlprune.to_hf(model)

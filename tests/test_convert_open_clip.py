@@ -71,6 +71,19 @@ def test_every_token_method_at_keep_ratio_one_matches(reference, inputs, method)
         assert max_diff(want, got) < TOL
 
 
+def test_argmax_text_pooling_matches_open_clip_without_an_end_of_text_token(reference):
+    """open_clip's ``pool_type='argmax'`` pools at the highest id, end-of-text (49407) present or not."""
+    ids = torch.zeros(3, 16, dtype=torch.long)
+    ids[0, :5] = torch.tensor([49406, 320, 9000, 51, 7])        # highest id mid-sentence, no end-of-text
+    ids[1, :4] = torch.tensor([49406, 12, 49407, 49407])        # two end-of-text tokens: the first counts
+    ids[2, :6] = torch.tensor([49406, 5, 6, 40000, 49000, 3])   # highest id near the end
+    ours = vlprune.from_open_clip(reference)
+    assert ours.config.text.pool == "argmax"
+    with torch.no_grad():
+        want = reference.encode_text(ids, normalize=True)
+        assert max_diff(want, ours.encode_text(ids, (ids != 0).long(), normalize=True)) < TOL
+
+
 def test_export_reloads_in_open_clip(reference, inputs, tmp_path):
     vlprune.save(vlprune.from_open_clip(reference), tmp_path / "ours")
     assert main(["convert", str(tmp_path / "ours"), "--out", str(tmp_path / "back"), "--to", "open_clip"]) == 0

@@ -114,3 +114,81 @@ def test_webdataset_errors_name_the_shard_and_sample(tmp_path):
         list(webdataset(["c.tar"], tmp_path))
     with pytest.raises(DatasetError, match="escapes"):
         list(webdataset(["../a.tar"], tmp_path / "sub"))
+
+
+def _png_bytes(width, height) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_webdataset_images_get_load_images_pixel_limit(tmp_path, monkeypatch):
+    _shard(tmp_path / "big.tar", [("k.png", _png_bytes(100, 80)), ("k.txt", b"a cat")])
+    with pytest.raises(ImageLoadError, match=r"big\.tar: sample 'k': image is 100x80 = 8000 pixels, over "
+                                             r"max_pixels=1000"):
+        list(webdataset(["big.tar"], tmp_path, max_pixels=1000))
+    assert list(webdataset(["big.tar"], tmp_path, max_pixels=8000))[0][0].shape == (80, 100, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own bomb limit, as load_image: our error, named
+    with pytest.raises(ImageLoadError, match=r"big\.tar: sample 'k': image is too large for PIL"):
+        list(webdataset(["big.tar"], tmp_path))
+
+
+@pytest.mark.parametrize("caption, expected", [
+    (b"caf\xe9 au lait", r"sample 'k' caption \(txt\) is not UTF-8 text \(byte 0xe9 at offset 3\)"),
+    (b" \n\t", r"sample 'k' has an empty caption"),
+])
+def test_webdataset_bad_caption_names_the_shard_and_sample(tmp_path, caption, expected):
+    _shard(tmp_path / "a.tar", [("k.jpg", _jpg_bytes(1)), ("k.txt", caption)])
+    with pytest.raises(DatasetError, match=r"a\.tar: " + expected) as info:
+        list(webdataset(["a.tar"], tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_karpathy_non_utf8_bytes_name_the_file_and_entry(tmp_path):
+    _png(tmp_path / "a.png", 10)
+    good = {"split": "test", "filename": "a.png", "sentences": [{"raw": "a cat"}]}
+    bad = {"split": "test", "filename": "a.png", "sentences": [{"raw": "a cat"}, {"raw": "caf@"}]}
+    raw = json.dumps({"images": [good, bad]}).encode().replace(b"caf@", b"caf\xe9")
+    (tmp_path / "d.json").write_bytes(raw)
+    with pytest.raises(DatasetError, match=r"d\.json: images\[1\]\.sentences\[1\]\.raw is not UTF-8 text "
+                                           r"\(byte 0xe9 at character 3\)") as info:
+        karpathy(tmp_path / "d.json", tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("images, expected", [
+    ([5], r"images\[0\] is a JSON number, expected an object with split, filename and sentences"),
+    ([{"split": "test", "filename": "a.png", "sentences": ["a cat"]}],
+     r"images\[0\]\.sentences\[0\] is 'a cat', expected an object with 'raw'"),
+    ([{"split": "test", "filename": "a.png", "sentences": [{"raw": 5}]}],
+     r"images\[0\]\.sentences\[0\]\.raw is 5, expected a string"),
+    ([{"split": "test", "filename": "a.png", "sentences": "a cat"}],
+     r"images\[0\]\.sentences is a JSON string, expected a list"),
+    ([{"split": "test", "filename": ["a.png"], "sentences": [{"raw": "x"}]}],
+     r"images\[0\]\.filename is \['a.png'\], expected a string"),
+    ([{"split": "test", "sentences": [{"raw": "x"}]}], r"images\[0\] lacks 'filename'"),
+    ({"a": 1}, r"expected Karpathy's format \(an object whose 'images' is a list\)"),
+])
+def test_karpathy_entries_that_are_not_objects_name_the_file_and_entry(tmp_path, images, expected):
+    _png(tmp_path / "a.png", 10)
+    (tmp_path / "d.json").write_text(json.dumps({"images": images}))
+    with pytest.raises(DatasetError, match=r"d\.json: " + expected):
+        karpathy(tmp_path / "d.json", tmp_path)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (json.dumps([["img/1.png", "what?"]]).encode(), r"q\.json\[0\] is a JSON array, expected an \{image, "),
+    (json.dumps([{"image": "img/1.png", "question": "q", "answer": 5}]).encode(),
+     r"q\.json\[0\]\.answer is 5, expected a string or a list of strings"),
+    (json.dumps([{"image": "img/1.png", "question": "q", "answer": ["yes", None]}]).encode(),
+     r"q\.json\[0\]\.answer\[1\] is None, expected a string"),
+    (json.dumps([{"image": 3, "question": "q"}]).encode(), r"q\.json\[0\]\.image is 3, expected a string"),
+    (json.dumps([{"image": "img/1.png", "question": "caf@"}]).encode().replace(b"@", b"\xe9"),
+     r"q\.json\[0\]\.question is not UTF-8 text \(byte 0xe9"),
+    (json.dumps({"image": "img/1.png"}).encode(), r"VQA file .*q\.json holds a JSON object, expected a JSON array"),
+])
+def test_vqa_entries_that_are_not_objects_name_the_file_and_entry(tmp_path, content, expected):
+    _png(tmp_path / "img" / "1.png", 50)
+    (tmp_path / "q.json").write_bytes(content)
+    with pytest.raises(DatasetError, match=expected):
+        vqa(tmp_path / "q.json", tmp_path)

@@ -129,3 +129,29 @@ def test_missing_shards_and_files_are_named(tmp_path, capsys):
     assert "3 of 3 shard(s) missing" in capsys.readouterr().err
     assert main(["eval", "--model", "toy-clip", "--data", f"karpathy:{tmp_path}/none.json:{tmp_path}"]) == 2
     assert "none.json" in capsys.readouterr().err
+
+
+def test_imagenet_style_classnames_map_folders_to_names(exported, tmp_path, capsys):
+    root = Path(parse_data(exported["folder"]).fields[0])
+    names = (root / "classnames.txt").read_text().splitlines()
+    (tmp_path / "wnids.txt").write_text("".join(f"{n.replace(' ', '_')}\t{n}\n" for n in names))
+    plain = _eval(capsys, tmp_path, "--model", "toy-clip", "--task", "zeroshot", "--data", exported["folder"],
+                  "--classnames", str(root / "classnames.txt"), "--templates", str(root / "templates.txt"))
+    mapped = _eval(capsys, tmp_path, "--model", "toy-clip", "--task", "zeroshot", "--data", exported["folder"],
+                   "--classnames", str(tmp_path / "wnids.txt"), "--templates", str(root / "templates.txt"))
+    assert mapped["metrics"] == plain["metrics"]
+
+
+def test_vqa_answer_vocabulary_beside_the_checkpoint(exported, tmp_path, capsys):
+    import shutil
+
+    from vlprune.data.toyworld import ANSWERS
+    from vlprune.models.io import resolve
+
+    shutil.copytree(resolve("toy-fusion"), tmp_path / "fusion")
+    (tmp_path / "fusion" / "answers.json").write_text(json.dumps(["x" + a for a in ANSWERS]))
+    result = _eval(capsys, tmp_path, "--model", str(tmp_path / "fusion"), "--task", "vqa", "--data", exported["vqa"])
+    assert result["metrics"]["vqa_accuracy"] == 0.0 and result["metrics"]["out_of_vocabulary"] == COUNT
+    (tmp_path / "fusion" / "answers.json").write_text(json.dumps(ANSWERS[:3]))
+    assert main(["eval", "--model", str(tmp_path / "fusion"), "--task", "vqa", "--data", exported["vqa"]]) == 2
+    assert "answer vocabulary has 3" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vlprune.config import ConfigError
+from vlprune.config import ConfigError, read_json
 from vlprune.data.images import ImageLoadError
 from vlprune.data.sources import DATA_HELP
 from vlprune.models.io import MAX_PARAMS_ENV, CheckpointError, load, load_tokenizer, resolve
@@ -183,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model = load(args.model)
         apply(model, parse_method(method)[1])
         result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k,
-                          name, args.classnames, args.templates, args.truncate)
+                          name, args.classnames, args.templates, args.truncate, _answers(args.model))
     result["threads"] = torch.get_num_threads()
     text = json.dumps(result, indent=2)
     if args.out:
@@ -191,6 +191,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text + "\n")
     print(text)
     return 0
+
+
+def _answers(model: str) -> list[str] | None:
+    """The VQA answer vocabulary saved beside a checkpoint (``answers.json``, a JSON list in head order), if any."""
+    path = resolve(model) / "answers.json"
+    if not path.is_file():
+        return None
+    answers = read_json(path, "VQA answer list", expected=list)
+    if not all(isinstance(a, str) for a in answers):
+        raise ValueError(f"{path} must hold a JSON list of answer strings, in the VQA head's order")
+    return answers
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -50,9 +50,19 @@ class HFTokenizer:
 
     @classmethod
     def from_dir(cls, directory: str | Path, max_length: int) -> HFTokenizer:
+        """The tokenizer saved in ``directory``, read from local files only (never the Hub); a missing folder or
+        files transformers cannot read are one ``ValueError`` naming the folder."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ValueError(f"transformers tokenizer folder {directory} is missing")
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(directory)), max_length)
+        try:
+            return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True), max_length)
+        except Exception as err:  # transformers raises OSError, ValueError, JSONDecodeError, KeyError, ...
+            problem = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(f"transformers tokenizer folder {directory} cannot be read "
+                             f"({type(err).__name__}: {show(problem)})") from None
 
     def __len__(self) -> int:
         return len(self.tokenizer)
@@ -127,10 +137,14 @@ def load_any(path: str | Path) -> Tokenizer:
     data = read_json_object(path, "tokenizer")
     kind = data.get("type", "word")
     if kind == "hf":
-        subdir = _field(data, path, "dir", lambda v: isinstance(v, str) and (path.parent / v).is_dir(),
+        subdir = _field(data, path, "dir", lambda v: isinstance(v, str) and v != "",
                         "the name of the folder beside it holding the transformers tokenizer files")
-        return HFTokenizer.from_dir(path.parent / subdir, _field(data, path, "max_length", _positive_int,
-                                                                 "a positive int"))
+        max_length = _field(data, path, "max_length", _positive_int, "a positive int")
+        try:
+            return HFTokenizer.from_dir(path.parent / subdir, max_length)
+        except ValueError as err:
+            raise ValueError(f"tokenizer {path}: field 'dir'={show(subdir)}: {err}; convert the checkpoint again "
+                             "(vlprune convert) or copy the transformers tokenizer files there") from None
     if kind == "open_clip":
         name = _field(data, path, "name", lambda v: v is None or isinstance(v, str),
                       "an open_clip model name or null", required=False)

@@ -1,7 +1,8 @@
 """Robust image loading and CLIP-style preprocessing with PIL + numpy only.
 
 Every file problem (missing, empty, truncated, corrupt, not an image, too many pixels) surfaces as one
-``ImageLoadError`` naming the file, never as a raw PIL exception or warning. Every PIL mode becomes RGB uint8:
+``ImageLoadError`` naming the file, never as a raw PIL exception or warning; ``decode_image`` does the same, under
+the same pixel limit, for an encoded image in memory (a webdataset member). Every PIL mode becomes RGB uint8:
 
 * transparency (``RGBA``, ``LA``, ``PA``, ``RGBa``, palette images with a transparent index) is composited on a
   white background, so hidden colour under transparent pixels (often black or garbage) never reaches a model;
@@ -13,6 +14,7 @@ Every file problem (missing, empty, truncated, corrupt, not an image, too many p
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,7 +28,9 @@ from PIL import Image
 from vlprune.config import CROP_OFFSETS, RESIZE_MODES, VisionConfig
 
 PIL_DEFAULT_MAX_PIXELS = 89_478_485
-DEFAULT_HINT = "re-export it as PNG/JPEG or pass --skip-bad"
+_OR_SKIP = ", or skip bad files with vlprune.data.images.load_images(..., skip_bad=True)"
+_REEXPORT = "re-export it as PNG/JPEG"
+DEFAULT_HINT = _REEXPORT + _OR_SKIP
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
 _INT16_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -105,32 +109,53 @@ def load_image(path: str | os.PathLike, max_pixels: int = PIL_DEFAULT_MAX_PIXELS
     (its warning is silenced) and refuses anything over ``2 * PIL.Image.MAX_IMAGE_PIXELS``, also as
     ``ImageLoadError``: a ``max_pixels`` above that needs ``PIL.Image.MAX_IMAGE_PIXELS`` raised too.
     """
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    _check_limit(max_pixels)
     file = Path(path)
     if not file.is_file():
-        raise ImageLoadError.for_file(path, "no such file", "check the path or pass --skip-bad")
+        raise ImageLoadError.for_file(path, "no such file", "check the path" + _OR_SKIP)
     if file.stat().st_size == 0:
         raise ImageLoadError.for_file(path, "file is empty (0 bytes)")
+    return _decode(file, path, max_pixels, _OR_SKIP)
+
+
+def decode_image(data: bytes, name: str | os.PathLike, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """``load_image`` for an encoded image held in memory (a webdataset member): the same pixel limit and
+    conversions; any problem raises ``ImageLoadError`` naming ``name``."""
+    _check_limit(max_pixels)
+    if not data:
+        raise ImageLoadError.for_file(name, "image is empty (0 bytes)", _REEXPORT)
+    return _decode(io.BytesIO(data), name, max_pixels, "")
+
+
+def _check_limit(max_pixels: int) -> None:
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+
+
+def _decode(source: Path | io.BytesIO, name: str | os.PathLike, max_pixels: int, or_skip: str) -> np.ndarray:
+    """Decode ``source`` under the pixel limits; errors name ``name`` and end their hint with ``or_skip``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as img:
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageLoadError.for_file(
-                        path, f"image is {width}x{height} = {width * height} pixels, over max_pixels={max_pixels}",
-                        "raise max_pixels if the file is trusted, or pass --skip-bad")
+                        name, f"image is {width}x{height} = {width * height} pixels, over max_pixels={max_pixels}",
+                        "raise max_pixels if the image is trusted" + or_skip)
                 img.load()
                 return pil_to_rgb(img)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as err:
-        raise ImageLoadError.for_file(path, f"image is too large for PIL ({err})",
-                                      "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted, or pass --skip-bad",
-                                      ) from err
+        raise ImageLoadError.for_file(name, f"image is too large for PIL ({err})",
+                                      "raise PIL.Image.MAX_IMAGE_PIXELS if the image is trusted" + or_skip) from err
+    except Image.UnidentifiedImageError as err:  # its message repeats the path, or a BytesIO's repr
+        raise ImageLoadError.for_file(name, "cannot be decoded as an image (not a format PIL recognises)",
+                                      _REEXPORT + or_skip) from err
     except Exception as err:  # PIL plugins raise OSError, SyntaxError, struct.error, zlib.error, ...
-        raise ImageLoadError.for_file(path, f"cannot be decoded as an image ({type(err).__name__}: {err})") from err
+        raise ImageLoadError.for_file(name, f"cannot be decoded as an image ({type(err).__name__}: {err})",
+                                      _REEXPORT + or_skip) from err
 
 
 def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False,

@@ -330,9 +330,10 @@ def _folder_key(name: str) -> str:
 
 def open_classification(spec: DataSpec, classnames_file: str | None = None, templates_file: str | None = None,
                         image_size: int = 64) -> ClassificationData:
-    """``folder:ROOT`` (one sub-folder per class; ``--classnames`` lists the names in label order and maps each
-    to its folder, by name with ``_`` for spaces; without it the sorted folder names are the classes) or the toy
-    world's zero-shot split. Templates: ``--templates`` (one per line), else CLIP's ImageNet ones."""
+    """``folder:ROOT`` (one sub-folder per class) or the toy world's zero-shot split. ``--classnames`` lists the
+    classes in label order, one per line: ``NAME`` (its folder is NAME with ``_`` for spaces) or ``FOLDER<tab>NAME``
+    (e.g. ImageNet's ``n01440764<tab>tench``); without it the sorted folder names are the classes. Templates:
+    ``--templates`` (one per line, ``{}`` for the class), else CLIP's ImageNet ones."""
     if spec.kind == "toyworld":
         world = ToyWorld("zeroshot", image_size=image_size)
         count = toy_count(spec) or len(world)
@@ -344,9 +345,13 @@ def open_classification(spec: DataSpec, classnames_file: str | None = None, temp
     if not root.is_dir():
         raise DatasetError(f"--data {spec.text!r}: {root} is not a directory")
     folders = {_folder_key(p.name): p for p in sorted(root.iterdir()) if p.is_dir()}
-    names = _lines(classnames_file, "--classnames") if classnames_file else [p.name for p in folders.values()]
-    missing = [n for n in names if _folder_key(n) not in folders]
-    unlisted = sorted(set(folders) - {_folder_key(n) for n in names})
+    names, keys = [p.name for p in folders.values()], list(folders)
+    if classnames_file:  # "NAME" (folder = NAME with '_' for spaces) or "FOLDER<tab>NAME" (ImageNet's wnids)
+        pairs = [line.split("\t", 1) if "\t" in line else [line, line] for line in _lines(classnames_file,
+                                                                                           "--classnames")]
+        keys, names = [_folder_key(f) for f, _ in pairs], [n.strip() for _, n in pairs]
+    missing = [n for n, k in zip(names, keys) if k not in folders]
+    unlisted = sorted(set(folders) - set(keys))
     if unlisted:
         raise DatasetError(f"{root}: folder(s) {unlisted[:5]} are not in --classnames {classnames_file}; their images "
                            "would have no label")
@@ -354,8 +359,8 @@ def open_classification(spec: DataSpec, classnames_file: str | None = None, temp
         warnings.warn(f"{root}: {len(missing)} of {len(names)} classes have no folder (e.g. {missing[0]!r}); they stay "
                       "in the classifier with no images", stacklevel=2)
     paths, labels = [], []
-    for label, name in enumerate(names):
-        folder = folders.get(_folder_key(name))
+    for label, key in enumerate(keys):
+        folder = folders.get(key)
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder else []
         paths += files
         labels += [label] * len(files)

@@ -1,6 +1,6 @@
 """Text encoder in two flavours.
 
-* ``clip``: causal self-attention, pre-LN, final LayerNorm, pooled at the end-of-text token.
+* ``clip``: causal self-attention, pre-LN, final LayerNorm, pooled at the end-of-text token (or the highest id).
 * ``bert``: bidirectional, post-LN with an embedding LayerNorm, pooled at [CLS] (index 0). Layers listed
   in ``cross_attention_layers`` also attend to image tokens: the ALBEF/BLIP image-grounded encoder.
 """
@@ -63,9 +63,12 @@ class TextTransformer(nn.Module):
         return state
 
     def pool_index(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Index of the pooled token per row: [CLS] for bert, end-of-text for clip."""
+        """Index of the pooled token per row: [CLS] for bert; for clip, ``TextConfig.pool``: the first end-of-text
+        token or the highest token id (the first of equal ones, as ``argmax`` in transformers and open_clip)."""
         if self.cfg.flavour == "bert":
             return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        if self.cfg.pool == "argmax":
+            return input_ids.argmax(dim=1)
         if self.cfg.eot_token_id is not None:
             is_eot = input_ids == self.cfg.eot_token_id
             if not bool(is_eot.any(dim=1).all()):

@@ -20,6 +20,7 @@ ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tan
                "relu": "relu"}
 HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 IGNORED = ("position_ids",)  # a buffer older transformers versions saved
+LEGACY_EOS_ID = 2  # CLIPTextConfig.eos_token_id before transformers PR #24773: pooled at the highest token id
 
 
 def activation(name: str, owner: str) -> str:
@@ -51,9 +52,10 @@ def config_from_hf(cfg: Any, preprocessor: dict | None) -> ModelConfig:
     vision = VisionConfig(image_size=v.image_size, patch_size=v.patch_size, channels=v.num_channels, ln_pre=True,
                           patch_bias=False, **tower_fields(v, "vision_config"),
                           **hf_preprocess(preprocessor, v.image_size, "shortest"))
-    eot = None if t.eos_token_id == 2 else t.eos_token_id  # legacy configs pool at the highest id (argmax)
+    legacy = t.eos_token_id == LEGACY_EOS_ID
     text = TextConfig(flavour="clip", vocab_size=t.vocab_size, max_length=t.max_position_embeddings,
-                      pad_token_id=pad_id(t.pad_token_id, t.vocab_size), eot_token_id=eot,
+                      pad_token_id=pad_id(t.pad_token_id, t.vocab_size),
+                      eot_token_id=None if legacy else t.eos_token_id, pool="argmax" if legacy else "eot",
                       **tower_fields(t, "text_config"))
     return ModelConfig(kind="clip", vision=vision, text=text, embed_dim=cfg.projection_dim,
                        init_logit_scale=float(cfg.logit_scale_init_value), name="hf-clip")
@@ -109,7 +111,10 @@ def hf_config(config: ModelConfig):
         raise ConversionError(f"{config.name or 'this model'} does not have CLIP's layout (pre-LN ViT with ln_pre, "
                               "bias-free patch embedding, [CLS] pooling, causal text tower); keep it in vlprune's "
                               "format")
-    eos = t.eot_token_id if t.eot_token_id is not None else 2  # 2: transformers pools at the highest id
+    if t.pool == "eot" and t.eot_token_id == LEGACY_EOS_ID:
+        raise ConversionError(f"{config.name or 'this model'} pools at end-of-text id {LEGACY_EOS_ID}, which "
+                              "transformers reads as its legacy highest-id pooling; keep it in vlprune's format")
+    eos = LEGACY_EOS_ID if t.pool == "argmax" or t.eot_token_id is None else t.eot_token_id
     text = {**tower_kwargs(t), "vocab_size": t.vocab_size, "max_position_embeddings": t.max_length,
             "eos_token_id": eos, "pad_token_id": t.pad_token_id}
     vision = {**tower_kwargs(v), "image_size": v.image_size, "patch_size": v.patch_size, "num_channels": v.channels}

@@ -83,11 +83,12 @@ def config_from_open_clip(model_cfg: dict, preprocess_cfg: dict | None = None, n
                           patch_bias=False, act=act, layer_norm_eps=EPS, pool=_VISION_POOLS[v.get("pool_type", "tok")],
                           **open_clip_preprocess(preprocess_cfg or {}, image_size))
     t_width, heads, vocab = t.get("width", 512), t.get("heads", 8), t.get("vocab_size", 49408)
-    eot = t.get("eos_id", 2) if t.get("pool_type", "argmax") == "eos" else vocab - 1
+    pool = "eot" if t.get("pool_type", "argmax") == "eos" else "argmax"
+    eot = t.get("eos_id", 2) if pool == "eot" else vocab - 1
     text = TextConfig(flavour="clip", vocab_size=vocab, max_length=t.get("context_length", 77), width=t_width,
                       num_layers=t.get("layers", 12), head_dim=t_width // heads, num_heads=heads,
                       intermediate_size=int(t_width * t.get("mlp_ratio", 4.0)), act=act, layer_norm_eps=EPS,
-                      pad_token_id=t.get("pad_id", 0), eot_token_id=eot)
+                      pad_token_id=t.get("pad_id", 0), eot_token_id=eot, pool=pool)
     return ModelConfig(kind="clip", vision=vision, text=text, embed_dim=model_cfg["embed_dim"], name=name)
 
 
@@ -204,7 +205,7 @@ def open_clip_config(config: ModelConfig) -> dict:
     if problems:
         raise ConversionError(f"{config.name or 'this model'} cannot be written as an open_clip model: open_clip "
                               "needs " + "; ".join(problems) + ". Keep it in vlprune's format (vlprune.save)")
-    pool = {"pool_type": "argmax"} if t.eot_token_id in (None, t.vocab_size - 1) else \
+    pool = {"pool_type": "argmax"} if t.pool == "argmax" or t.eot_token_id in (None, t.vocab_size - 1) else \
         {"pool_type": "eos", "eos_id": t.eot_token_id}
     model_cfg = {"embed_dim": config.embed_dim, "quick_gelu": v.act == "quick_gelu",
                  "vision_cfg": {"image_size": v.image_size, "layers": v.num_layers, "width": v.width,
