@@ -128,3 +128,13 @@ def test_argparse_errors_exit_2(capsys):
         main(["eval", "--task", "captioning", "--model", "x"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings(ZERO_INIT_WARNING)
+def test_eval_serves_5000_pairs_and_records_the_count(saved_clip, tmp_path, capsys):
+    out_file = tmp_path / "r.json"
+    assert main(["eval", "--model", str(saved_clip), "--data", "toyworld:val:5000", "--out", str(out_file),
+                 "--batch-size", "500"]) == 0
+    metrics = json.loads(out_file.read_text())["metrics"]
+    assert metrics["pairs"] == 5000 and metrics["images"] == 5000
+    assert 0.0 < metrics["image_retrieval_ceiling@1"] < 1.0  # at 5,000 pairs some captions fit several images

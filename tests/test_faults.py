@@ -225,7 +225,7 @@ def test_out_that_is_a_file_is_refused(tiny_dir, tmp_path, capsys):
     assert file.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("data", ["toyworld:val:0", "toyworld:val:-5", "toyworld:val:abc", "toyworld:val:1001",
+@pytest.mark.parametrize("data", ["toyworld:val:0", "toyworld:val:-5", "toyworld:val:abc", "toyworld:val:10001",
                                   "toyworld:nosuch:5"])
 def test_bad_data_counts_are_refused(tiny_dir, capsys, data):
     line = _fails(["eval", "--model", tiny_dir, "--data", data], capsys)

@@ -252,3 +252,12 @@ def test_family_holds_distinct_twins_of_one_scene(tokenizer):
         assert all(not s.described_by(family[0].mentions) for s in family[1:])
     batch = Collate(tokenizer, tiny_vision())([ToyPairs(world, twins=3)[i] for i in (4, 9)])
     assert batch["index"].tolist() == [4] * 4 + [9] * 4
+
+
+@pytest.mark.parametrize("blind", [(), ("colour",), ("cell",), ("shape", "size"), ("colour", "shape", "size", "cell")])
+def test_vectorised_positives_equal_the_pairwise_definition(blind):
+    world = ToyWorld("val", image_size=32)
+    scenes = [world.scene(i) for i in range(200)]
+    pairwise = np.array([[s.described_by(c.mentions, blind) for s in scenes] for c in scenes])
+    assert (positives(world, 200, blind) == pairwise).all()
+    assert pairwise.sum() > 200 or blind == ()  # blinding makes captions describe more images

@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundled model name or checkpoint directory (a SmartTrim "
                    "checkpoint is evaluated with its trimmers on: vqa or retrieval)")
     p.add_argument("--task", default="retrieval", choices=["retrieval", "zeroshot", "vqa"])
-    p.add_argument("--data", default="toyworld:val", help=f"the evaluation set: {DATA_HELP}")
+    p.add_argument("--data", default="toyworld:val:1000", help=f"the evaluation set: {DATA_HELP} (default: the "
+                   "first 1,000 val pairs; the toy world's val and test splits hold 10,000)")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of the top-k (fusion models; 0 = off)")

@@ -27,7 +27,8 @@ COLS = ("left", "midleft", "midright", "right")
 GRID = 4
 BLINDABLE = ("colour", "shape", "size", "cell")  # what ``ceiling(..., blind=...)`` can pretend a model cannot see
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3, "zeroshot": 4}
-SPLIT_SIZES = {"train": 200_000, "val": 1_000, "test": 1_000, "zeroshot": 1_000}
+SPLIT_SIZES = {"train": 200_000, "val": 10_000, "test": 10_000, "zeroshot": 1_000}
+"""Scenes per split; every scene is a pure function of (split, index), so a larger split keeps its first items."""
 
 QUESTION_TYPES = ("colour", "shape", "size", "count", "exists", "where")
 ANSWERS: tuple[str, ...] = (tuple(COLOURS) + SHAPES + SIZES + ("0", "1", "2", "3", "4", "yes", "no")
@@ -336,7 +337,34 @@ def positives(world: ToyWorld, count: int | None = None, blind: tuple[str, ...] 
         raise ValueError(f"blind={blind!r}: {unknown} are not attributes; expected some of {BLINDABLE}")
     count = len(world) if count is None else count
     scenes = [world.scene(i) for i in range(count)]
-    return np.array([[s.described_by(c.mentions, blind) for s in scenes] for c in scenes])
+    codes = _object_codes(scenes)  # (images, objects, 4): colour, shape, size, cell; -1 pads
+    compared = [k for k, a in enumerate(BLINDABLE) if a not in blind]
+    described = np.zeros((count, count), dtype=bool)
+    for j, caption in enumerate(scenes):
+        # each mention alone must match some object (vectorised over images); with two or more mentions the
+        # exact check (distinct objects, ``Scene.described_by``) runs on the images that pass
+        hit = np.ones(count, dtype=bool)
+        for mention in caption.mentions:
+            wanted = np.array(_codes(mention.obj))
+            keys = [k for k in compared if k < 3 or mention.with_position]
+            hit &= (codes[:, :, keys] == wanted[keys]).all(axis=2).any(axis=1)
+        candidates = np.flatnonzero(hit)
+        if len(caption.mentions) > 1:
+            candidates = [i for i in candidates if scenes[i].described_by(caption.mentions, blind)]
+        described[j, candidates] = True
+    return described
+
+
+def _codes(obj: ToyObject) -> tuple[int, int, int, int]:
+    return list(COLOURS).index(obj.colour), SHAPES.index(obj.shape), SIZES.index(obj.size), obj.cell
+
+
+def _object_codes(scenes: list[Scene]) -> np.ndarray:
+    most = max(len(s.objects) for s in scenes)
+    codes = np.full((len(scenes), most, 4), -1, dtype=np.int64)
+    for i, scene in enumerate(scenes):
+        codes[i, :len(scene.objects)] = [_codes(o) for o in scene.objects]
+    return codes
 
 
 def vocabulary() -> list[str]:
