@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 import vlprune
-from vlprune.data.toyworld import ToyWorld
+from vlprune.data.toyworld import ToyWorld, toy_tokenizer
 from vlprune.models.io import Model
 from vlprune.registry import model_config
 from vlprune.structured.importance import KINDS, Module, modules, mope_scores
 from vlprune.structured.rewire import rewire, taylor_importance
 from vlprune.structured.towers import Batch, Pairs
-from vlprune.tokenizer import WordTokenizer, toy_tokenizer
+from vlprune.tokenizer import WordTokenizer
 
 
 def spread(model: Model, tower: str, count: int, groups: int) -> list[Module]:

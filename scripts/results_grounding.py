@@ -22,10 +22,9 @@ from pathlib import Path
 from results_scene_loss import page, page_arguments, write_page
 
 import vlprune
-from vlprune.data.toyworld import ToyWorld
+from vlprune.data.toyworld import ToyWorld, toy_tokenizer
 from vlprune.eval.evaluate import evaluate
 from vlprune.eval.grounding import question_cell_attention, question_object_probe
-from vlprune.tokenizer import toy_tokenizer
 from vlprune.train.recipe import train
 from vlprune.train.trainer import TrainConfig
 

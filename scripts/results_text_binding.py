@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from results_scene_loss import page, page_arguments, write_page
 from torch import nn
 
-from vlprune.data.toyworld import COLOURS, GRID, SHAPES, SIZES, ToyWorld
+from vlprune.data.toyworld import COLOURS, GRID, SHAPES, SIZES, ToyWorld, toy_tokenizer
 from vlprune.models.text import TextTransformer
 from vlprune.registry import toy_clip
-from vlprune.tokenizer import toy_tokenizer
 
 ATTRIBUTES = {"size": len(SIZES), "shape": len(SHAPES), "row": GRID, "col": GRID}
 UNKNOWN = -1

@@ -139,7 +139,7 @@ def render(payload: dict) -> str:
     lines = ["# Token reduction: measured", "",
              "Written by `scripts/results_token_reduction.py` (raw values in `token-reduction.json`); never edited by "
              "hand. GFLOPs: analytic counter, 2 × multiply-accumulates, attention matmuls included, extra passes "
-             "included (`vlprune.eval.flops`). Retrieval on toyworld val, VQA on toyworld val.", "",
+             "included (`vlprune.models.flops`). Retrieval on toyworld val, VQA on toyworld val.", "",
              f"Machine: {machine}. Settings: {payload.get('settings', {})}.", ""]
     if payload.get("inference"):
         lines += ["## Inference at matched vision-GFLOPs cuts (training-free)", "",

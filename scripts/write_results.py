@@ -238,7 +238,7 @@ def render(payload: dict) -> str:
         "| model | task | score | params | vision GFLOPs/img | text GFLOPs/text |",
         "|---|---|---|---|---|---|",
         *[_row(r) for r in payload["results"]], "",
-        "GFLOPs: analytic counter (`vlprune.eval.flops`), 2 × multiply-accumulates, attention matmuls included, "
+        "GFLOPs: analytic counter (`vlprune.models.flops`), 2 × multiply-accumulates, attention matmuls included, "
         "text at the padded length 40. IR = image retrieval (text→image), TR = text retrieval (image→text), "
         "CLIP_benchmark's naming.", "",
         "## Attribute binding (does a caption pick its own image over a twin?)", "",

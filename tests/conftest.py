@@ -8,7 +8,8 @@ import torch
 import vlprune
 from helpers.tiny import tiny_clip_config, tiny_fusion_config
 from vlprune import ModelConfig
-from vlprune.tokenizer import WordTokenizer, toy_tokenizer
+from vlprune.data.toyworld import toy_tokenizer
+from vlprune.tokenizer import WordTokenizer
 
 
 @pytest.fixture

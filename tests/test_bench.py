@@ -10,8 +10,8 @@ from helpers.tiny import tiny_clip_config
 from vlprune.cli import main
 from vlprune.config import ConfigError
 from vlprune.eval.bench import bench_image_tower, write_rows
+from vlprune.method_registry import parse_method
 from vlprune.reduce import ELIPConfig, EViTConfig, ToMeConfig, TRIPSConfig
-from vlprune.reduce.base import parse_method
 
 
 def test_parse_method_specs():

@@ -39,5 +39,5 @@ def test_bad_cut_names_the_field(cut):
 
 
 def test_unknown_method_is_refused():
-    with pytest.raises(ConfigError, match="unknown token-reduction method 'none'"):
+    with pytest.raises(ConfigError, match="unknown method 'none'"):
         at_budget("none", model_config("toy-clip"), 0.3)

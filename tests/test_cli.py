@@ -10,7 +10,7 @@ import torch
 import vlprune
 from helpers.tiny import tiny_clip_config, tiny_fusion_config
 from vlprune.cli import build_parser, main
-from vlprune.eval.flops import model_gflops
+from vlprune.models.flops import model_gflops
 
 ZERO_INIT_WARNING = "ignore:Initializing zero-element tensors:UserWarning"
 

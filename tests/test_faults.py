@@ -23,8 +23,8 @@ from helpers.tiny import tiny_clip_config
 from helpers.train_tiny import collate, make_config, make_dataset, make_model, mse_objective, random_objective
 from vlprune.cli import main
 from vlprune.config import ConfigError
+from vlprune.method_registry import list_methods, method_config, parse_method, parse_settings
 from vlprune.models.io import MAX_PARAMS_ENV, CheckpointError
-from vlprune.reduce.base import list_methods, method_config, parse_method, parse_settings
 from vlprune.registry import model_config
 from vlprune.train import Trainer, TrainingStopped, latest_checkpoint
 from vlprune.train.checkpoint import MANIFEST_FILE, read_checkpoint

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vlprune
 from helpers.tiny import tiny_clip_config, tiny_fusion_config
-from vlprune.eval.flops import attention_macs, gflops, layer_macs, model_gflops, vision_macs
+from vlprune.models.flops import attention_macs, gflops, layer_macs, model_gflops, vision_macs
 
 ZERO_INIT_WARNING = "ignore:Initializing zero-element tensors:UserWarning"
 TEXT_LENGTH = 40

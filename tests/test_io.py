@@ -177,7 +177,7 @@ def test_registered_architecture_without_weights_says_create_model():
 def test_create_model_builds_registered_architectures():
     model = vlprune.create_model("toy-clip")
     assert model.config == vlprune.registry.model_config("toy-clip")
-    assert model.config.text.vocab_size == len(vlprune.tokenizer.toy_tokenizer())
+    assert model.config.text.vocab_size == len(vlprune.data.toyworld.toy_tokenizer())
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         vlprune.create_model("nope")
 

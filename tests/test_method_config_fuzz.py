@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.config import ConfigError
-from vlprune.reduce.base import list_methods, method_config
+from vlprune.method_registry import list_methods, method_config
 from vlprune.structured.recipe import PruneConfig
 from vlprune.trim.config import SmartTrimConfig
 

@@ -9,8 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vlprune
 from vlprune.config import ConfigError
-from vlprune.eval.flops import model_gflops
-from vlprune.reduce import ELIPConfig, EViTConfig, RandomConfig, ToMeConfig, TRIPSConfig, method_config, token_schedule
+from vlprune.method_registry import method_config
+from vlprune.models.flops import model_gflops
+from vlprune.reduce import ELIPConfig, EViTConfig, RandomConfig, ToMeConfig, TRIPSConfig, token_schedule
 from vlprune.reduce.base import vision_gflops
 
 
@@ -178,7 +179,7 @@ def test_bad_configs_name_the_field(model, config, field):
 
 def test_method_config_by_name():
     assert method_config("tome", r=4) == ToMeConfig(r=4)
-    with pytest.raises(ConfigError, match="unknown token-reduction method"):
+    with pytest.raises(ConfigError, match="unknown method"):
         method_config("nope")
     with pytest.raises(ConfigError, match="unknown field"):
         method_config("evit", keep=0.5)

@@ -8,6 +8,7 @@ import torch
 
 import vlprune
 from helpers.tiny import tiny_clip_config, tiny_fusion_config
+from vlprune.data.cells import target_cell_attention
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import (
     ANSWERS,
@@ -24,7 +25,7 @@ from vlprune.data.toyworld import (
 from vlprune.eval.binding import ATTRIBUTES, binding_accuracy, changed_attribute
 from vlprune.eval.grounding import question_cell_attention, question_object_probe
 from vlprune.train.objectives import Objective
-from vlprune.train.scene import SceneProbes, grounding_loss, target_cell_attention
+from vlprune.train.scene import SceneProbes, grounding_loss
 from vlprune.train.trainer import TrainContext
 
 

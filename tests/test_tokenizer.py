@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlprune.tokenizer import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, WordTokenizer, toy_tokenizer
+from vlprune.data.toyworld import toy_tokenizer
+from vlprune.tokenizer import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, WordTokenizer
 
 
 def test_special_ids_come_first(tokenizer):

@@ -22,8 +22,8 @@ from vlprune.data.toyworld import (
     ceiling,
     class_names,
     positives,
+    toy_tokenizer,
 )
-from vlprune.tokenizer import toy_tokenizer
 
 
 def test_same_index_gives_identical_scene_and_image_bytes():

@@ -6,8 +6,8 @@ import torch
 import vlprune
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
-from vlprune.eval.flops import model_gflops
 from vlprune.eval.train_cost import saved_activation_mb, training_gflops_per_pair, training_step_cost
+from vlprune.models.flops import model_gflops
 from vlprune.reduce import ELIPConfig, EViTConfig
 from vlprune.train.objectives import Objective
 

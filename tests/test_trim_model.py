@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlprune.eval.flops import model_gflops
+from vlprune.models.flops import model_gflops
 from vlprune.trim import SmartTrim, SmartTrimConfig
 from vlprune.trim.flops import record_gflops, static_gflops
 from vlprune.trim.model import MODES

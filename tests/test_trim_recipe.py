@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vlprune.config import ConfigError
-from vlprune.trim import SmartTrim, SmartTrimConfig, trim_config
+from vlprune.method_registry import method_config
+from vlprune.trim import SmartTrim, SmartTrimConfig
 from vlprune.trim.losses import cost_loss, keep_ratio, self_distillation
 from vlprune.trim.michel import select_heads
 from vlprune.trim.schedule import curriculum_target
@@ -60,11 +61,11 @@ def test_config_round_trip_and_registry(tmp_path):
     config = SmartTrimConfig(target_vision=0.4, heads="fixed", fixed_heads={"vision.0": [1, 2]})
     config.save(tmp_path / "c.json")
     assert SmartTrimConfig.load(tmp_path / "c.json") == config
-    assert trim_config("smarttrim", target_text=0.6).target_text == 0.6
-    with pytest.raises(ConfigError, match="unknown trimming method"):
-        trim_config("dynamicvit")
+    assert method_config("smarttrim", ("adaptive",), target_text=0.6).target_text == 0.6
+    with pytest.raises(ConfigError, match="unknown method 'dynamicvit'"):
+        method_config("dynamicvit", ("adaptive",))
     with pytest.raises(ConfigError, match="unknown field"):
-        trim_config("smarttrim", target_audio=0.5)
+        method_config("smarttrim", ("adaptive",), target_audio=0.5)
 
 
 def test_clip_models_are_refused(clip_model):

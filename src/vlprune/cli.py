@@ -19,17 +19,25 @@ import torch
 
 from vlprune.config import ConfigError, read_json
 from vlprune.data.images import ImageLoadError
+from vlprune.data.pairs import PAIR_DATA_HELP
 from vlprune.data.sources import DATA_HELP
+from vlprune.method_registry import (
+    describe_methods,
+    list_methods,
+    method_config,
+    parse_method,
+    parse_settings,
+    split_settings,
+)
 from vlprune.models.io import MAX_PARAMS_ENV, CheckpointError, load, load_tokenizer, resolve
-from vlprune.reduce import apply, list_methods
-from vlprune.reduce.base import parse_method, parse_settings, split_settings
+from vlprune.reduce import apply
 from vlprune.registry import list_models
 from vlprune.train.scene import SCENE_LOSSES
 from vlprune.train.trainer import TrainingStopped
 
 # OSError: a path that is a file where a directory is needed, a read-only disk, a missing file ...; its message
 # names the path. TrainingStopped: a non-finite loss or a failed optimizer step, named with the step.
-STRUCTURED_METHODS = ("mope", "magnitude", "taylor", "random", "every-other-layer")
+TRAIN_DATA, PRUNE_VAL_DATA = "toyworld:train", "toyworld:val"
 USER_ERRORS = (ConfigError, CheckpointError, ImageLoadError, ValueError, KeyError, OSError, TrainingStopped)
 
 
@@ -142,9 +150,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"saved {final}")
         return 0
     init_parts = tuple(p for p in args.init_parts.split(",") if p) if args.init_parts else ()
-    final = train(args.model, args.out, _tasks(args.tasks), config, args.init_from, init_parts, args.train_size,
-                  args.momentum_queue, args.momentum, method, args.twins, args.until, args.scene_loss,
-                  args.workers)
+    final = train(args.model, args.out, _tasks(args.tasks), config, data=args.data, train_size=args.train_size,
+                  method=method, init_from=args.init_from, init_parts=init_parts, momentum_queue=args.momentum_queue,
+                  momentum=args.momentum, twins=args.twins, scene_loss=args.scene_loss, until=args.until,
+                  workers=args.workers)
     if rank() == 0:
         print(f"saved {final}")
     return 0
@@ -152,17 +161,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_smarttrim(args: argparse.Namespace, config, method: str) -> Path:
     """``vlprune train --method smarttrim``: fine-tune a fusion model with SmartTrim on one task (vqa or itm)."""
-    from vlprune.trim.config import trim_config
     from vlprune.trim.train import train_smarttrim
 
     tasks = _tasks(args.tasks)
+    if args.data != TRAIN_DATA:
+        raise ValueError(f"--data {args.data}: --method smarttrim fine-tunes on {TRAIN_DATA} only (--train-size "
+                         "for fewer scenes); drop --data")
     if len(tasks) != 1 or next(iter(tasks)) not in ("vqa", "itm"):
         raise ValueError(f"--tasks {args.tasks!r}: SmartTrim fine-tunes on one task, vqa or itm")
     values = {name: getattr(args, name) for name in ("target_vision", "target_text", "target_heads")
               if getattr(args, name) is not None}
     values.update(parse_settings(split_settings(method.partition(":")[2]), "--set"))
-    return train_smarttrim(args.model, args.out, trim_config("smarttrim", **values), next(iter(tasks)), config,
-                           args.train_size, workers=args.workers)
+    trim = method_config("smarttrim", ("adaptive",), **values)
+    return train_smarttrim(args.model, args.out, trim, next(iter(tasks)), config, args.train_size,
+                           workers=args.workers)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -182,6 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         model = load(args.model)
         apply(model, parse_method(method)[1])
+        _say_if_costlier(model, method)
         result = evaluate(model, load_tokenizer(args.model), args.task, args.data, args.batch_size, args.rerank_k,
                           name, args.classnames, args.templates, args.truncate, _answers(args.model))
     result["threads"] = torch.get_num_threads()
@@ -191,6 +204,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text + "\n")
     print(text)
     return 0
+
+
+def _say_if_costlier(model, method: str) -> None:
+    """One warning line when the chosen method costs more vision GFLOPs than the base model (e.g. ELIP's faithful
+    mode, whose guide pass outweighs what it prunes on a small tower), so nobody reads a slowdown as a saving."""
+    from vlprune.reduce.base import method_gflops, vision_gflops
+
+    base = method_gflops(model.config, None)["vision_gflops"]
+    cost = vision_gflops(model)
+    if cost > base:
+        warnings.warn(f"--method {method} costs {cost:.4f} vision GFLOPs per image, more than the base model's "
+                      f"{base:.4f}: its extra passes outweigh what it removes here (ELIP: --set mode=cheap)",
+                      stacklevel=2)
 
 
 def _answers(model: str) -> list[str] | None:
@@ -212,13 +238,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     name, _, settings = _one_method(args, "mope").partition(":")
-    if name not in STRUCTURED_METHODS:
-        raise ValueError(f"--method {name!r}: vlprune prune ranks modules with one of {', '.join(STRUCTURED_METHODS)}")
-    flags = dict(method=name, stage=args.stage, tower=args.tower, target_params=args.target_params,
-                         keep_layers=args.keep_layers, groups=args.groups, metric=args.metric,
-                         val_pairs=args.val_pairs, grad_pairs=args.grad_pairs, distill_steps=args.distill_steps,
-                         distill_batch=args.distill_batch, lr=args.lr, weights=(args.alpha, args.beta, args.gamma),
-                         fast=not args.naive, seed=args.seed)
+    if name not in list_methods(("structured",)):
+        raise ValueError(f"--method {name!r}: vlprune prune ranks modules with one of "
+                         f"{', '.join(list_methods(('structured',)))}")
+    flags = dict(method=name, data=args.data, val_data=args.val_data, stage=args.stage, tower=args.tower,
+                 target_params=args.target_params, keep_layers=args.keep_layers, groups=args.groups,
+                 metric=args.metric, val_pairs=args.val_pairs, grad_pairs=args.grad_pairs,
+                 distill_steps=args.distill_steps, distill_batch=args.distill_batch, lr=args.lr,
+                 weights=(args.alpha, args.beta, args.gamma), fast=not args.naive, seed=args.seed)
     config = PruneConfig.from_dict({**flags, **parse_settings(split_settings(settings), "--set")})
     out = _out_dir(args.out, "the pruning run")
     if any(out.glob("distil-*")) or (out / "prune.json").exists():
@@ -240,9 +267,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from vlprune.eval.flops import model_gflops
+    from vlprune.models.flops import model_gflops
     from vlprune.models.io import create_model
 
+    if args.methods:
+        print(describe_methods())
+        return 0
+    if args.model is None:
+        raise ValueError("vlprune info: give a model (architecture name, bundled model or checkpoint directory) or "
+                         "--methods")
     model = create_model(args.model) if args.model in list_models() and not _has_weights(args.model) \
         else load(args.model)
     cfg = model.config
@@ -339,9 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add = partial(sub.add_parser, parents=[common])
 
-    p = add("train", help="train a model on the toy world (single process or under torchrun)")
+    p = add("train", help="train a model on the toy world, a Karpathy split or webdataset shards (single process "
+            "or under torchrun)")
     p.add_argument("--model", required=True, help=f"architecture ({', '.join(list_models())}) or checkpoint dir")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model/)")
+    p.add_argument("--data", default=TRAIN_DATA, help=f"the training pairs: {PAIR_DATA_HELP} (default: {TRAIN_DATA}). "
+                   "karpathy: every caption is a pair with its image, split train unless given; wds: every sample "
+                   "is a pair, split over ranks and --workers with none repeated in an epoch. Real captions are cut "
+                   "to the model's text context; real data trains itc, itm and mlm (vqa, scene, ground, "
+                   "ground_object and --twins need the toy world)")
     p.add_argument("--tasks", default="itc",
                    help="comma list of itc,itm,mlm,vqa,scene,ground,ground_object with optional :weight (scene: "
                         "the toy world's per-cell attribute supervision; ground / ground_object, with vqa: where the "
@@ -361,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "toy world's CPU rendering is the bottleneck without them; results do not depend on it")
     p.add_argument("--init-from", help="checkpoint (dir or bundled name) to initialise weights from")
     p.add_argument("--init-parts", default="", help="comma list of top-level parts to copy, e.g. visual,visual_proj")
-    p.add_argument("--train-size", type=int, help="number of training scenes (default: the whole split)")
+    p.add_argument("--train-size", type=int, help="train on the first N pairs of --data (default: all)")
     p.add_argument("--twins", type=int, default=0, metavar="T",
                    help="put T hard-negative twins beside every scene (one attribute of one mentioned object "
                         "changed); a batch of B scenes then holds B(T+1) pairs")
@@ -410,8 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "Runs under torchrun too (MoPE modules and distillation batches are shared over ranks).")
     p.add_argument("--model", default="toy-clip", help="bundled model name or checkpoint directory (kind='clip')")
     p.add_argument("--out", required=True, help="output directory")
-    _add_method_args(p, "mope", f"module ranking, one of {', '.join(STRUCTURED_METHODS)} (every-other-layer prunes "
-                     "depth only); --set KEY=VALUE sets any PruneConfig field, over the flags below")
+    _add_method_args(p, "mope", f"module ranking, one of {', '.join(list_methods(('structured',)))} "
+                     "(every-other-layer prunes depth only); --set KEY=VALUE sets any PruneConfig field, over the "
+                     "flags below")
+    p.add_argument("--data", default=TRAIN_DATA, help=f"pairs for gradient scores, neuron rewiring and distillation: "
+                   f"{PAIR_DATA_HELP} (karpathy split train unless given; default: {TRAIN_DATA})")
+    p.add_argument("--val-data", default=PRUNE_VAL_DATA, help=f"retrieval set for MoPE's Z ({PAIR_DATA_HELP}): its "
+                   f"first --val-pairs images with their first caption (karpathy split val unless given; default: "
+                   f"{PRUNE_VAL_DATA})")
     p.add_argument("--stage", default="finetune", choices=["finetune", "pretrain"])
     p.add_argument("--tower", default="vision", choices=["vision", "text", "both"])
     p.add_argument("--target-params", type=float, default=0.5, help="fraction of each pruned tower's params to keep")
@@ -420,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=8, help="FFN neuron groups per layer (MoPE's N)")
     p.add_argument("--metric", default="mean_recall", choices=["mean_recall", "tr", "ir"],
                    help="MoPE's Z on the val split: mean R@1,5,10 of both directions, image->text or text->image")
-    p.add_argument("--val-pairs", type=int, default=200, help="val pairs for MoPE's Z")
-    p.add_argument("--grad-pairs", type=int, default=128, help="train pairs for gradient scores and neuron rewiring")
+    p.add_argument("--val-pairs", type=int, default=200, help="--val-data pairs for MoPE's Z")
+    p.add_argument("--grad-pairs", type=int, default=128, help="first --data pairs for gradient scores and neuron "
+                   "rewiring")
     p.add_argument("--eval-pairs", type=int, default=0, help="test pairs to evaluate after each step (0 = off)")
     p.add_argument("--distill-steps", type=int, default=100, help="steps per distillation (0 = none)")
     p.add_argument("--distill-batch", type=int, default=32)
@@ -434,8 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="torch threads")
     p.set_defaults(func=cmd_prune)
 
-    p = add("info", help="params, per-layer shapes and GFLOPs of a model")
-    p.add_argument("model", help="architecture name, bundled model or checkpoint directory")
+    p = add("info", help="params, per-layer shapes and GFLOPs of a model; --methods: every method and its fields")
+    p.add_argument("model", nargs="?", help="architecture name, bundled model or checkpoint directory")
+    p.add_argument("--methods", action="store_true", help="list every registered method (token, text-token, "
+                   "adaptive, structured) with its config fields and defaults, from the configs themselves")
     p.set_defaults(func=cmd_info)
 
     p = add("bench", help="images/s, latency, peak memory and GFLOPs of the image tower per method")

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlprune.config import ModelConfig, TextConfig, VisionConfig
-from vlprune.tokenizer import EOS_ID, PAD_ID, toy_tokenizer
+from vlprune.data.toyworld import ANSWERS, toy_tokenizer
+from vlprune.tokenizer import EOS_ID, PAD_ID
 
 ASSETS = Path(__file__).parent / "assets"
 _ARCHITECTURES: dict[str, Callable[[], ModelConfig]] = {}
@@ -58,8 +59,6 @@ def toy_clip() -> ModelConfig:
 @register_model
 def toy_fusion() -> ModelConfig:
     """Same ViT + BERT-style text encoder: 4 text layers, then 2 fusion layers with cross-attention."""
-    from vlprune.data.toyworld import ANSWERS
-
     vocab = len(toy_tokenizer())
     text = TextConfig(flavour="bert", vocab_size=vocab, max_length=40, width=128, num_layers=6, head_dim=32,
                       num_heads=4, intermediate_size=512, pad_token_id=PAD_ID, pre_norm=False,

@@ -1,4 +1,5 @@
-"""Word-level tokenizer (the toy world's) with the interface vlprune's training and evaluation use.
+"""Word-level tokenizer with the interface vlprune's training and evaluation use; its vocabulary is data (the toy
+world's is ``vlprune.data.toyworld.toy_tokenizer``).
 
 ``tokenizer(texts)`` returns ``(input_ids, attention_mask)`` as (B, max_length) long tensors:
 ``[CLS] w1 ... wn [EOS] [PAD] ...``. CLIP-flavour models pool at [EOS], BERT-flavour at [CLS].
@@ -11,8 +12,6 @@ import re
 from pathlib import Path
 
 import torch
-
-from vlprune.data.toyworld import vocabulary
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[EOS]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, EOS_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -78,8 +77,3 @@ class WordTokenizer:
             return cls(list(data["words"]), int(data["max_length"]))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"cannot read tokenizer {path}: {err}") from None
-
-
-def toy_tokenizer(max_length: int = 40) -> WordTokenizer:
-    """The tokenizer of the toy world's captions, questions and prompts."""
-    return WordTokenizer(vocabulary(), max_length)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlprune.reduce import list_methods, method_config
+from vlprune.method_registry import list_methods, method_config
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed; `make test` installs it")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vlprune import ModelConfig, TextConfig, VisionConfig
-from vlprune.tokenizer import EOS_ID, PAD_ID, toy_tokenizer
+from vlprune.data.toyworld import toy_tokenizer
+from vlprune.tokenizer import EOS_ID, PAD_ID
 
 TOY_VOCAB = len(toy_tokenizer())
 

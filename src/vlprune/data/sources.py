@@ -17,17 +17,17 @@ evaluation streams images in batches; preprocessing and tokenisation come from t
 from __future__ import annotations
 
 import re
-import tarfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vlprune.config import read_json_object
-from vlprune.data.images import decode_image, load_image
+from vlprune.data.images import load_image
 from vlprune.data.real import DatasetError, RetrievalSet, inside, karpathy
+from vlprune.data.shards import ShardIndex
 from vlprune.data.toyworld import SPLIT_SIZES, ZEROSHOT_TEMPLATES, ToyWorld, ceiling_of, class_names, positives
 
 DATA_KINDS = {"toyworld": "toyworld:SPLIT[:N]", "karpathy": "karpathy:JSON:IMAGE_ROOT[:SPLIT]",
@@ -117,67 +117,6 @@ def shard_paths(pattern: str) -> list[Path]:
     return paths
 
 
-@dataclass
-class ShardSamples:
-    """The samples of webdataset shards, read once in shard order: encoded image bytes (decoded when asked),
-    caption, key, and the sample's ``json`` member when there is one."""
-
-    shards: list[Path]
-    images: list[bytes] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    extras: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for shard in self.shards:
-            try:
-                with tarfile.open(shard) as tar:
-                    self._read(tar, shard)
-            except tarfile.TarError as err:
-                raise DatasetError(f"{shard}: not a readable tar shard ({err})") from None
-
-    def _read(self, tar: tarfile.TarFile, shard: Path) -> None:
-        groups: dict[str, dict[str, bytes]] = {}
-        for member in tar:
-            if member.isfile():
-                key, _, ext = member.name.partition(".")
-                groups.setdefault(key, {})[ext.lower()] = tar.extractfile(member).read()
-        for key, parts in groups.items():
-            image = parts.get("jpg") or parts.get("jpeg") or parts.get("png") or parts.get("webp")
-            if image is None or "txt" not in parts:
-                raise DatasetError(f"{shard}: sample {key!r} has {sorted(parts)}; needs jpg (or png) and txt")
-            try:
-                caption = parts["txt"].decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise DatasetError(f"{shard}: sample {key!r} caption is not UTF-8 text") from None
-            if not caption:
-                raise DatasetError(f"{shard}: sample {key!r} has an empty caption")
-            extra = {}
-            if "json" in parts:
-                extra = read_json_bytes(parts["json"], f"{shard}: sample {key!r} json")
-            self.images.append(image)
-            self.captions.append(caption)
-            self.keys.append(f"{shard.name}/{key}")
-            self.extras.append(extra)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image(self, index: int) -> np.ndarray:
-        return decode_image(self.images[index], self.keys[index])
-
-
-def read_json_bytes(data: bytes, where: str) -> dict:
-    """A JSON object from bytes, or one ``DatasetError`` naming ``where``."""
-    from vlprune.config import parse_json_object
-
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DatasetError(f"{where} is not UTF-8 text") from None
-    return parse_json_object(text, where, DatasetError)
-
-
 # -- retrieval ---------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -214,10 +153,11 @@ def open_retrieval(spec: DataSpec, image_size: int = 64) -> RetrievalData:
         data: RetrievalSet = karpathy(spec.fields[0], spec.fields[1], split)
         return RetrievalData(spec.name, data, len(data), data.captions, data.text_image)
     if spec.kind == "wds":
-        samples = ShardSamples(shard_paths(spec.fields[0]))
+        samples = ShardIndex(shard_paths(spec.fields[0]))
         if not len(samples):
             raise DatasetError(f"--data {spec.text!r}: the shards hold no samples")
-        return RetrievalData(spec.name, samples, len(samples), samples.captions, list(range(len(samples))))
+        captions = [samples.caption(i) for i in range(len(samples))]
+        return RetrievalData(spec.name, samples, len(samples), captions, list(range(len(samples))))
     raise ValueError(f"--data {spec.text!r}: retrieval reads toyworld, karpathy or wds data, not {spec.kind}")
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from vlprune.tokenizer import WordTokenizer
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (235, 220, 50),
     "purple": (150, 60, 200), "orange": (245, 140, 30), "white": (240, 240, 240), "cyan": (50, 210, 220),
@@ -345,7 +347,7 @@ def positives(world: ToyWorld, count: int | None = None, blind: tuple[str, ...] 
         # exact check (distinct objects, ``Scene.described_by``) runs on the images that pass
         hit = np.ones(count, dtype=bool)
         for mention in caption.mentions:
-            wanted = np.array(_codes(mention.obj))
+            wanted = np.array(_object_code(mention.obj))
             keys = [k for k in compared if k < 3 or mention.with_position]
             hit &= (codes[:, :, keys] == wanted[keys]).all(axis=2).any(axis=1)
         candidates = np.flatnonzero(hit)
@@ -355,7 +357,7 @@ def positives(world: ToyWorld, count: int | None = None, blind: tuple[str, ...] 
     return described
 
 
-def _codes(obj: ToyObject) -> tuple[int, int, int, int]:
+def _object_code(obj: ToyObject) -> tuple[int, int, int, int]:
     return list(COLOURS).index(obj.colour), SHAPES.index(obj.shape), SIZES.index(obj.size), obj.cell
 
 
@@ -363,7 +365,7 @@ def _object_codes(scenes: list[Scene]) -> np.ndarray:
     most = max(len(s.objects) for s in scenes)
     codes = np.full((len(scenes), most, 4), -1, dtype=np.int64)
     for i, scene in enumerate(scenes):
-        codes[i, :len(scene.objects)] = [_codes(o) for o in scene.objects]
+        codes[i, :len(scene.objects)] = [_object_code(o) for o in scene.objects]
     return codes
 
 
@@ -373,3 +375,8 @@ def vocabulary() -> list[str]:
              "objects", "are", "there", "where"}
     words |= set(COLOURS) | set(SHAPES) | set(SIZES) | set(ROWS) | set(COLS)
     return sorted(words)
+
+
+def toy_tokenizer(max_length: int = 40) -> WordTokenizer:
+    """The tokenizer of the toy world's captions, questions and prompts: a ``WordTokenizer`` over ``vocabulary()``."""
+    return WordTokenizer(vocabulary(), max_length)

@@ -22,8 +22,9 @@ from typing import TypeVar
 
 import torch
 
-from vlprune.eval.flops import model_gflops
-from vlprune.reduce.base import apply, parse_method, vision_gflops
+from vlprune.method_registry import parse_method
+from vlprune.models.flops import model_gflops
+from vlprune.reduce.base import apply, vision_gflops
 
 K = TypeVar("K")
 

@@ -1,6 +1,6 @@
 """Cell probe: can a linear read-out of the image tower's patch tokens tell what each occupied cell holds?
 
-Each occupied cell of a toy-world image is the mean of its patch tokens (``vlprune.train.scene.pool_cells``); a
+Each occupied cell of a toy-world image is the mean of its patch tokens (``vlprune.data.cells.pool_cells``); a
 linear classifier per attribute (colour, shape, size) is fit on the cells of one split and scored on another's.
 Chance: 1/8 colour, 1/5 shape, 1/2 size. It separates perception from aggregation: tokens that carry shape read
 it here whatever the [CLS] embedding keeps of it (``vlprune.eval.binding`` measures the embedding).
@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlprune.data.cells import cell_patch_grid, pool_cells
 from vlprune.data.pairs import to_pixels
 from vlprune.data.toyworld import ATTRIBUTE_CLASSES, SIZES, ToyWorld, cell_targets
 from vlprune.models.io import Model
-from vlprune.train.scene import cell_patch_grid, pool_cells
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Where a fusion model looks when it answers, and what its answer state holds (toy world).
 
 ``question_cell_attention``: the share of the fusion layers' [CLS] cross-attention that falls on the cell a question
-is about (``vlprune.train.scene.target_cell_attention``, averaged over layers and heads). Attention spread evenly over
+is about (``vlprune.data.cells.target_cell_attention``, averaged over layers and heads). Attention spread evenly over
 the image [CLS] and the 64 patches of a toy model puts 4/65 ≈ 0.06 on a cell. ``question_object_probe``: linear
 read-outs of the asked-about object's shape from the fused [CLS] and from that cell's own patch tokens. Together they
 tell a model that cannot find the object from one that finds it and cannot read it.
@@ -14,13 +14,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from vlprune.data.cells import cell_patch_grid, pool_cells, target_cell_attention
 from vlprune.data.pairs import to_pixels
 from vlprune.data.toyworld import SHAPES, Scene, ToyWorld
 from vlprune.eval.cell_probe import linear_probe
 from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import TokenState
 from vlprune.tokenizer import WordTokenizer
-from vlprune.train.scene import cell_patch_grid, pool_cells, target_cell_attention
 
 
 def _question_passes(model: FusionModel, tokenizer: WordTokenizer, world: ToyWorld, count: int, batch_size: int

@@ -1,7 +1,8 @@
 """What a token-reduction method saves in *training*: step time, peak memory and analytic training GFLOPs of one
 optimisation step (forward + backward), measured against the base model in the same process.
 
-ELIP's published savings are pre-training savings (DESIGN section 3): the downstream model is evaluated unpruned.
+ELIP's published savings are pre-training savings (docs/token-reduction.md: "Note on cost" and "Training with a
+method on"): the downstream model is evaluated unpruned.
 Analytic training GFLOPs per pair = 3 x the forward that carries gradients (the backward costs about twice the
 forward: one matmul for the input gradient, one for the weight gradient) + 1 x any no-grad pass (ELIP's faithful
 guide pass), so the ratio to the base is the ideal training speedup.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from vlprune.eval.bench import measure
-from vlprune.eval.flops import model_gflops
+from vlprune.models.flops import model_gflops
 from vlprune.reduce.base import ReduceConfig, apply
 from vlprune.train.objectives import Objective
 from vlprune.train.trainer import TrainContext

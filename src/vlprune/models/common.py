@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprune.config import ModelConfig
-from vlprune.models.layers import TokenState
+from vlprune.models.layers import AttachedMethods, TokenState
 from vlprune.models.text import TextTransformer
 from vlprune.models.vision import VisionTransformer
 
@@ -48,8 +48,17 @@ class DualTowerModel(nn.Module):
         self.visual_proj = nn.Linear(config.vision.width, config.embed_dim, bias=config.proj_bias)
         self.text_proj = nn.Linear(config.text.width, config.embed_dim, bias=config.proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
-        self.reduction = None  # the token-reduction config ``vlprune.apply`` installed, if any
-        self.text_reduction = None  # the text-token pruning config ``apply_text_pruning`` installed, if any
+        self.attached: AttachedMethods | None = None  # what ``vlprune.apply`` / ``apply_text_pruning`` installed
+
+    @property
+    def reduction(self):
+        """The image-token method's config ``vlprune.apply`` installed, or None (read-only)."""
+        return None if self.attached is None else self.attached.image
+
+    @property
+    def text_reduction(self):
+        """The text-token pruning config ``apply_text_pruning`` installed, or None (read-only)."""
+        return None if self.attached is None else self.attached.text
 
     def _init(self) -> None:
         for module in self.modules():

@@ -9,7 +9,7 @@ from torch import nn
 
 from vlprune.config import ModelConfig
 from vlprune.models.common import DualTowerModel
-from vlprune.models.layers import TokenState
+from vlprune.models.layers import AttachedMethods, TokenState
 
 
 class FusionModel(DualTowerModel):
@@ -63,15 +63,16 @@ class FusionModel(DualTowerModel):
             raise ValueError(f"got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts: ITM and VQA score "
                              "image-text pairs, so pass one text per image (repeat the image for several texts; "
                              "for all-pairs similarity use encode_image / encode_text)")
-        if getattr(self.text_reduction, "strategy", None) == "learned":  # the image guides the text: image first
-            if self.reduction is not None:
+        attached = self.attached or AttachedMethods()
+        if attached.image_guided_text:  # the image guides the text: image first
+            if attached.text_guided_image:
                 raise ValueError("image-guided text pruning and text-guided image token reduction each need the "
                                  "other modality first; turn one off (vlprune.apply(model, None))")
             image = self.visual(pixel_values)
             text = self.text(input_ids, attention_mask, image_embedding=self.image_embedding(image, normalize=True))
         else:
             text = self.text(input_ids, attention_mask)
-            guide = self.guide_from_text(text) if self.reduction is not None else None
+            guide = self.guide_from_text(text) if attached.text_guided_image else None
             image = self.visual(pixel_values, guide=guide)
         return self.fuse(self.fusion_input(input_ids, attention_mask, text), image).x[:, 0]
 

@@ -7,6 +7,12 @@ Methods never patch model code. They act only through:
   the MLP (ToMe, EViT, TRIPS); ``attn`` is the ``AttentionOutput`` of this layer;
 * ``Block.wants_cls_attn`` / ``Block.wants_keys`` — ask the self-attention for the head-wise [CLS]
   attention row ``(B, H, N)`` or the keys ``(B, H, N, d)`` (then the math path is used);
+  ``Block.reset_hooks()`` / ``VisionTransformer.reset_hooks()`` / ``TextTransformer.reset_hooks()`` remove them;
+* ``ForwardContext.guide`` / ``num_patches`` / ``pool_index`` / ``image_embedding`` — what the model provides
+  to a method's hooks (text guide, original patch count, pooled text position, paired image embedding);
+  ``ForwardContext.method_state`` — the attached method's own per-call scratch (the model never reads it);
+* ``model.attached`` — an ``AttachedMethods`` handle: the installed configs and the capabilities
+  (``text_guided_image``, ``image_guided_text``) the model asks about; the model knows no method by name;
 * ``ctx.head_gates[layer_key]`` — a per-head gate ``(B, H)`` multiplied into the head outputs (SmartTrim);
   cross-attention uses the key ``layer_key + ".cross"``;
 * ``ctx.head_index[layer_key]`` — indices ``(h,)`` of the only heads to compute: the others are physically
@@ -65,8 +71,29 @@ class ForwardContext:
     proportional_attn: bool = False
     head_gates: dict[str, torch.Tensor] = field(default_factory=dict)
     head_index: dict[str, torch.Tensor] = field(default_factory=dict)  # heads to compute; others skipped
-    extras: dict[str, object] = field(default_factory=dict)  # method-specific (e.g. text guidance)
     cross_cls_attn: dict[str, torch.Tensor] | None = None  # filled by fusion layers when a dict is given
+    # what the model provides to an attached method (None where this call has none):
+    guide: torch.Tensor | None = None            # (B, vision width) text guide of the paired text (image tower)
+    num_patches: int | None = None               # M, the original patch count (image tower)
+    pool_index: torch.Tensor | None = None       # (B,) position of the pooled text token (text tower)
+    image_embedding: torch.Tensor | None = None  # (B, embed_dim) normalised paired image (text tower)
+    # the attached method's own scratch for this call (e.g. ELIP's ``ELIPScratch``); the model never reads it
+    method_state: object | None = None
+
+
+@dataclass(frozen=True)
+class AttachedMethods:
+    """What ``vlprune.apply`` / ``apply_text_pruning`` installed on a model (``model.attached``), opaque to the
+    model: the configs, and the capabilities the model asks about to order its towers.
+
+    ``text_guided_image``: the image method selects with the paired text's guide (encode the text first);
+    ``image_guided_text``: the text method ranks tokens by the paired image's embedding (encode the image first).
+    """
+
+    image: object | None = None  # the image-token method's config
+    text: object | None = None   # the text-token method's config
+    text_guided_image: bool = False
+    image_guided_text: bool = False
 
 
 @dataclass
@@ -262,6 +289,11 @@ class Block(nn.Module):
         self.mid_hook: MidHook | None = None
         self.wants_cls_attn = False
         self.wants_keys = False
+
+    def reset_hooks(self) -> None:
+        """Remove what a token method installed (hooks and attention requests); ``structure`` stays."""
+        self.pre_hook = self.mid_hook = None
+        self.wants_cls_attn = self.wants_keys = False
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, fn: Callable[[torch.Tensor], torch.Tensor]):
         if self.pre_norm:

@@ -52,6 +52,11 @@ class TextTransformer(nn.Module):
         mask = None if attention_mask is None else attention_mask.bool()
         return TokenState(x=x, mask=mask)
 
+    def reset_hooks(self) -> None:
+        """Remove every token method's hooks from the text layers."""
+        for block in self.blocks:
+            block.reset_hooks()
+
     def context(self, **kwargs) -> ForwardContext:
         return ForwardContext(causal=self.cfg.flavour == "clip", **kwargs)
 
@@ -86,8 +91,7 @@ class TextTransformer(nn.Module):
         state = self.embed(input_ids, attention_mask)
         ctx = self.context()
         if any(block.pre_hook is not None for block in self.blocks):  # text-token pruning needs the pooled index
-            ctx.extras["pool_index"] = self.pool_index(input_ids, attention_mask)
-        if image_embedding is not None:
-            ctx.extras["image_embedding"] = image_embedding
+            ctx.pool_index = self.pool_index(input_ids, attention_mask)
+        ctx.image_embedding = image_embedding
         state = self.run(state, ctx, 0, self.cfg.unimodal_layers, use_cross=False)
         return replace(state, x=self.norm(state.x))

@@ -50,6 +50,13 @@ class VisionTransformer(nn.Module):
         else:
             nn.init.normal_(self.pos_embed, std=0.02)
 
+    def reset_hooks(self) -> None:
+        """Remove every token method's hooks: the tower computes exactly as the base tower again."""
+        for block in self.blocks:
+            block.reset_hooks()
+        self.proportional_attn = False
+        self.trace_source = False
+
     def embed(self, pixel_values: torch.Tensor) -> TokenState:
         """Patch + position embedding; position embeddings are interpolated for other image sizes."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.cfg.channels:
@@ -81,9 +88,9 @@ class VisionTransformer(nn.Module):
             if guide.shape != (pixel_values.shape[0], self.cfg.width):
                 raise ValueError(f"guide must be (batch, vision width) = ({pixel_values.shape[0]}, {self.cfg.width}),"
                                  f" got {tuple(guide.shape)}")
-            ctx.extras["guide"] = guide
+            ctx.guide = guide
         state = self.embed(pixel_values)
-        ctx.extras["num_patches"] = state.x.shape[1] - 1  # M, the original patch count (ELIP keeps int(α·M))
+        ctx.num_patches = state.x.shape[1] - 1  # M, the original patch count (ELIP keeps int(α·M))
         if self.trace_source:
             b, n, _ = state.x.shape
             state.source = torch.eye(n, device=state.x.device, dtype=state.x.dtype).expand(b, n, n)

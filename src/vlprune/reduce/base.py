@@ -9,83 +9,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import torch
 
 from vlprune.config import ConfigError, VisionConfig, check_field_types
-from vlprune.eval.flops import model_gflops
-from vlprune.models.layers import TokenState
-
-_METHODS: dict[str, type[ReduceConfig]] = {}
-
-
-def register_method(cls: type[ReduceConfig]) -> type[ReduceConfig]:
-    _METHODS[cls.method] = cls
-    return cls
-
-
-def list_methods() -> list[str]:
-    return sorted(_METHODS)
-
-
-def method_config(name: str, **values: Any) -> ReduceConfig:
-    """Build a method's config by name (``vlprune eval --method NAME --set key=value``)."""
-    if name not in _METHODS:
-        raise ConfigError(f"unknown token-reduction method {name!r}; known: {', '.join(list_methods())}")
-    cls = _METHODS[name]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
-    return cls(**values)
-
-
-def parse_value(raw: str) -> Any:
-    """A command-line value: JSON where it parses (lists become tuples), else the string itself."""
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-    return tuple(value) if isinstance(value, list) else value
-
-
-def split_settings(text: str) -> list[str]:
-    """Split on commas that are not inside brackets: ``r=[1,2],x=3`` -> ["r=[1,2]", "x=3"]."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += 1 if char in "[(" else -1 if char in "])" else 0
-        if char == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    return [p for p in parts + [text[start:]] if p]
-
-
-def parse_settings(pairs: list[str], where: str) -> dict[str, Any]:
-    """``["keep_ratio=0.5", "layers=[3,6]"]`` -> {"keep_ratio": 0.5, "layers": (3, 6)}; ``where`` names the
-    source in the error message."""
-    values = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where}: {pair!r} is not key=value")
-        values[key.strip()] = parse_value(raw)
-    return values
-
-
-def parse_method(spec: str) -> tuple[str, ReduceConfig | None]:
-    """``none`` / ``tome:r=4`` / ``evit:layers=[3,6],keep_ratio=0.5`` -> (spec, config or None)."""
-    name, _, rest = spec.partition(":")
-    if name == "none":
-        return spec, None
-    where = f"method {spec!r} (expected NAME or NAME:key=value,key=value)"
-    return spec, method_config(name, **parse_settings(split_settings(rest), where))
+from vlprune.models.flops import model_gflops
+from vlprune.models.layers import AttachedMethods, TokenState
 
 
 @dataclass(frozen=True)
 class ReduceConfig:
-    """Base of every method config. Subclasses define ``method``, ``check``, ``schedule`` and ``attach``."""
+    """Base of every method config: frozen plain data. Subclasses define ``method``, ``check`` and the cost model
+    (``schedule``, ``extra_macs``, ``text_guided``); the code that installs the method is a function
+    ``attach_NAME(model, config)`` beside the config, named by ``register_attach``."""
 
     method: ClassVar[str] = ""
 
@@ -117,9 +56,6 @@ class ReduceConfig:
         """Multiply-accumulates spent outside the scheduled layers (e.g. ELIP's guide pass), per image."""
         return 0
 
-    def attach(self, model: Any) -> None:
-        """Install hooks on ``model.visual``."""
-
 
 def check_ratio(owner: str, name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value <= 1.0):
@@ -137,15 +73,45 @@ def kept_count(keep_ratio: float, patches: int) -> int:
     return max(1, math.ceil(keep_ratio * patches))
 
 
+Attach = Callable[[Any, Any], None]
+"""``attach(model, config)``: install a method's hooks on ``model`` (through ``models/layers.py``'s hook points)."""
+
+_ATTACH: dict[type, Attach] = {}
+
+
+def register_attach(cls: type, attach: Attach) -> None:
+    """Make ``attach`` the function ``vlprune.apply`` installs configs of ``cls`` with (and of its subclasses that
+    register none of their own)."""
+    _ATTACH[cls] = attach
+
+
+def attach_function(config: Any) -> Attach:
+    """The attach function registered for ``config``'s class or its nearest base class."""
+    for cls in type(config).__mro__:
+        if cls in _ATTACH:
+            return _ATTACH[cls]
+    raise TypeError(f"no attach function is registered for {type(config).__name__}: call "
+                    "vlprune.reduce.base.register_attach(ConfigClass, attach_function)")
+
+
+def _attach_nothing(model: Any, config: ReduceConfig) -> None:
+    """The base config installs nothing: the base model."""
+
+
+register_attach(ReduceConfig, _attach_nothing)
+
+
+def set_attached(model: Any, **changes: Any) -> None:
+    """Change fields of ``model.attached`` (an ``AttachedMethods``; None once no method is left on)."""
+    handle = replace(getattr(model, "attached", None) or AttachedMethods(), **changes)
+    model.attached = None if handle.image is None and handle.text is None else handle
+
+
 def detach(model: Any) -> None:
-    """Remove every reduction hook: the model computes exactly as the base model again."""
-    visual = model.visual
-    for block in visual.blocks:
-        block.pre_hook = block.mid_hook = None
-        block.wants_cls_attn = block.wants_keys = False
-    visual.proportional_attn = False
-    visual.trace_source = False
-    model.reduction = None
+    """Remove the image-token method: the image tower computes exactly as the base tower again (text-token pruning
+    stays)."""
+    model.visual.reset_hooks()
+    set_attached(model, image=None, text_guided_image=False)
 
 
 def apply(model: Any, config: ReduceConfig | None) -> Any:
@@ -156,8 +122,8 @@ def apply(model: Any, config: ReduceConfig | None) -> Any:
     if not isinstance(config, ReduceConfig):
         raise TypeError(f"apply() takes a ReduceConfig (e.g. ToMeConfig(r=8)) or None, got {type(config).__name__}")
     config.check(model.config.vision)
-    config.attach(model)
-    model.reduction = config
+    attach_function(config)(model, config)
+    set_attached(model, image=config, text_guided_image=config.text_guided)
     return model
 
 

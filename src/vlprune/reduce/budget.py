@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from vlprune.config import ConfigError, ModelConfig
-from vlprune.reduce.base import ReduceConfig, method_config, method_gflops
+from vlprune.method_registry import method_config
+from vlprune.reduce.base import ReduceConfig, method_gflops
 from vlprune.reduce.elip import ELIPConfig
 from vlprune.reduce.tome import ToMeConfig
 

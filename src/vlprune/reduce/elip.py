@@ -18,14 +18,16 @@ from dataclasses import dataclass, replace
 import torch
 
 from vlprune.config import ConfigError, VisionConfig
-from vlprune.eval.flops import layer_macs
+from vlprune.method_registry import register_method
+from vlprune.models.flops import layer_macs
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState, self_attention_bias
-from vlprune.reduce.base import ReduceConfig, check_ratio, keep_and_fuse, register_method, rest_weights
+from vlprune.reduce.base import ReduceConfig, check_ratio, keep_and_fuse, register_attach, rest_weights
 
 MODES = ("faithful", "cheap")
 
 
-@register_method
+@register_method("token", "text-guided pruning and merging of image tokens at 3 stages (eq. 3-4)",
+                 "ELIP, Ji et al. 2023")
 @dataclass(frozen=True)
 class ELIPConfig(ReduceConfig):
     method = "elip"
@@ -97,67 +99,99 @@ class ELIPConfig(ReduceConfig):
     def _keeps_everything(self, vision: VisionConfig) -> bool:
         return all(self.kept(r, vision.num_patches) >= vision.num_patches for r in self.keep)
 
-    def attach(self, model) -> None:
-        if self._keeps_everything(model.config.vision):
-            return  # exactly the base model
-        blocks = model.visual.blocks
-        ends = self.starts()[1:] + [len(blocks)]
-        for start, end, ratio in zip(self.starts(), ends, self.keep):
-            if self.mode == "cheap":
-                blocks[start - 1].wants_keys = True
-                blocks[start - 1].pre_hook = self._remember_cls
-                blocks[start - 1].mid_hook = self._guide_attention
-            blocks[start].pre_hook = self._stage_hook(list(blocks[start:end]), ratio)
 
-    def _guide(self, v_cls: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | None:
-        """eq. 1; None when there is no text and λ < 1 (ELIP then does not prune)."""
-        t_cls = ctx.extras.get("guide")
-        if t_cls is None:
-            return v_cls if self.lam == 1.0 else None
-        return self.lam * v_cls + (1.0 - self.lam) * t_cls.to(v_cls.dtype)
+@dataclass
+class ELIPScratch:
+    """ELIP's per-call scratch (``ForwardContext.method_state``), cheap mode: the [CLS] entering the layer before a
+    stage start, then the guide's attention there, which that stage start consumes."""
 
-    def _remember_cls(self, block: Block, state: TokenState, ctx: ForwardContext) -> TokenState:
-        ctx.extras["elip_cls_in"] = state.x[:, 0]
-        return state
+    cls_in: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
 
-    def _guide_attention(self, block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext
-                         ) -> TokenState:
+
+def attach_elip(model, config: ELIPConfig) -> None:
+    """Install ELIP's stage reductions (and cheap mode's guide query) on the image tower (``vlprune.apply``)."""
+    if config._keeps_everything(model.config.vision):
+        return  # exactly the base model
+    blocks = model.visual.blocks
+    ends = config.starts()[1:] + [len(blocks)]
+    for start, end, ratio in zip(config.starts(), ends, config.keep):
+        if config.mode == "cheap":
+            blocks[start - 1].wants_keys = True
+            blocks[start - 1].pre_hook = _remember_cls
+            blocks[start - 1].mid_hook = _guide_attention_hook(config)
+        blocks[start].pre_hook = _stage_hook(config, list(blocks[start:end]), ratio)
+
+
+register_attach(ELIPConfig, attach_elip)
+
+
+def _scratch(ctx: ForwardContext) -> ELIPScratch:
+    if not isinstance(ctx.method_state, ELIPScratch):
+        ctx.method_state = ELIPScratch()
+    return ctx.method_state
+
+
+def _guide(config: ELIPConfig, v_cls: torch.Tensor, ctx: ForwardContext) -> torch.Tensor | None:
+    """eq. 1; None when there is no text and λ < 1 (ELIP then does not prune)."""
+    t_cls = ctx.guide
+    if t_cls is None:
+        return v_cls if config.lam == 1.0 else None
+    return config.lam * v_cls + (1.0 - config.lam) * t_cls.to(v_cls.dtype)
+
+
+def _remember_cls(block: Block, state: TokenState, ctx: ForwardContext) -> TokenState:
+    _scratch(ctx).cls_in = state.x[:, 0]
+    return state
+
+
+def _guide_attention_hook(config: ELIPConfig):
+    def guide_attention(block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext) -> TokenState:
         """cheap mode: the guide's attention over this layer's keys, stored for the next stage start."""
+        scratch = _scratch(ctx)
         with torch.no_grad():
-            guide = self._guide(ctx.extras.pop("elip_cls_in"), ctx)
+            cls_in, scratch.cls_in = scratch.cls_in, None
+            guide = _guide(config, cls_in, ctx)
             if guide is not None:
                 bias = self_attention_bias(state, ctx)
-                ctx.extras["elip_scores"] = block.attn.query_attention(block.attn_input(guide), attn.keys, bias)
+                scratch.scores = block.attn.query_attention(block.attn_input(guide), attn.keys, bias)
         return state
 
-    def _stage_hook(self, stage: list[Block], ratio: float):
-        def reduce(block: Block, state: TokenState, ctx: ForwardContext) -> TokenState:
-            with torch.no_grad():
-                if self.mode == "cheap":
-                    scores = ctx.extras.pop("elip_scores", None)
-                else:
-                    scores = self._faithful_scores(stage, state, ctx)
-            if scores is None:
-                return state
-            patch_scores = scores.mean(dim=1)[:, 1:]  # head-averaged, [CLS] excluded
-            k = self.kept(ratio, int(ctx.extras["num_patches"]))
-            if k >= patch_scores.shape[1]:
-                return state
-            keep = patch_scores.topk(k, dim=1).indices
-            weights = None
-            if self.merge:
-                weights = rest_weights(patch_scores, keep)
-            return keep_and_fuse(state, keep, weights)
+    return guide_attention
 
-        return reduce
 
-    def _faithful_scores(self, stage: list[Block], state: TokenState, ctx: ForwardContext) -> torch.Tensor | None:
-        guide = self._guide(state.x[:, 0], ctx)
-        if guide is None:
-            return None
-        probe = replace(state, x=torch.cat([guide[:, None], state.x[:, 1:]], dim=1).detach())
-        for blk in stage[:-1]:
-            probe = blk(probe, ctx, run_hooks=False)
-        last = stage[-1]
-        h = last.attn_input(probe.x)
-        return last.attn.query_attention(h[:, 0], last.attn.keys_of(h), self_attention_bias(probe, ctx))
+def _stage_hook(config: ELIPConfig, stage: list[Block], ratio: float):
+    def reduce(block: Block, state: TokenState, ctx: ForwardContext) -> TokenState:
+        with torch.no_grad():
+            if config.mode == "cheap":
+                scratch = _scratch(ctx)
+                scores, scratch.scores = scratch.scores, None
+            else:
+                scores = _faithful_scores(config, stage, state, ctx)
+        if scores is None:
+            return state
+        patch_scores = scores.mean(dim=1)[:, 1:]  # head-averaged, [CLS] excluded
+        k = config.kept(ratio, int(ctx.num_patches))
+        if k >= patch_scores.shape[1]:
+            return state
+        keep = patch_scores.topk(k, dim=1).indices
+        weights = None
+        if config.merge:
+            weights = rest_weights(patch_scores, keep)
+        return keep_and_fuse(state, keep, weights)
+
+    return reduce
+
+
+def _faithful_scores(config: ELIPConfig, stage: list[Block], state: TokenState, ctx: ForwardContext
+                     ) -> torch.Tensor | None:
+    """faithful mode: a no-grad pass of the stage's blocks on [guide, tokens]; its last block's guide attention."""
+    guide = _guide(config, state.x[:, 0], ctx)
+    if guide is None:
+        return None
+    probe = replace(state, x=torch.cat([guide[:, None], state.x[:, 1:]], dim=1).detach())
+    for blk in stage[:-1]:
+        probe = blk(probe, ctx, run_hooks=False)
+    last = stage[-1]
+    h = last.attn_input(probe.x)
+    return last.attn.query_attention(h[:, 0], last.attn.keys_of(h), self_attention_bias(probe, ctx))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlprune.config import VisionConfig
+from vlprune.method_registry import register_method
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState
 from vlprune.reduce.base import (
     ReduceConfig,
@@ -13,12 +14,13 @@ from vlprune.reduce.base import (
     check_ratio,
     keep_and_fuse,
     kept_count,
-    register_method,
+    register_attach,
     rest_weights,
 )
 
 
-@register_method
+@register_method("token", "keep the image tokens [CLS] attends to most, fuse the rest (EViT)",
+                 "EViT, Liang et al. 2022")
 @dataclass(frozen=True)
 class EViTConfig(ReduceConfig):
     """``layers`` (0-indexed) prune at ``keep_ratio`` of the current non-[CLS] tokens; ``fuse`` adds the
@@ -43,20 +45,30 @@ class EViTConfig(ReduceConfig):
             n = after
         return out
 
-    def attach(self, model) -> None:
-        if self.keep_ratio == 1.0:
-            return  # keeps everything: exactly the base model
-        for layer in self.layers:
-            block = model.visual.blocks[layer]
-            block.wants_cls_attn = True
-            block.mid_hook = self._reduce
 
-    def _reduce(self, block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext) -> TokenState:
+def attach_evit(model, config: EViTConfig) -> None:
+    """Prune and fuse after the attention of ``config.layers`` (``vlprune.apply``)."""
+    if config.keep_ratio == 1.0:
+        return  # keeps everything: exactly the base model
+    hook = _evit_hook(config)
+    for layer in config.layers:
+        block = model.visual.blocks[layer]
+        block.wants_cls_attn = True
+        block.mid_hook = hook
+
+
+def _evit_hook(config: EViTConfig):
+    def reduce(block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext) -> TokenState:
         scores = attn.cls_attn.mean(dim=1)[:, 1:]  # (B, N-1): head-averaged [CLS] attention over patches
-        keep = scores.topk(kept_count(self.keep_ratio, scores.shape[1]), dim=1).indices
+        keep = scores.topk(kept_count(config.keep_ratio, scores.shape[1]), dim=1).indices
         weights = None
-        if self.fuse:
+        if config.fuse:
             weights = scores
-            if self.renormalize:
+            if config.renormalize:
                 weights = rest_weights(scores, keep)
         return keep_and_fuse(state, keep, weights)
+
+    return reduce
+
+
+register_attach(EViTConfig, attach_evit)

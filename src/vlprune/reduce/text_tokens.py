@@ -22,11 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from vlprune.config import ConfigError, TextConfig, check_field_types
+from vlprune.method_registry import register_method
 from vlprune.models.layers import Block, ForwardContext, TokenState
+from vlprune.reduce.base import set_attached
 
 STRATEGIES = ("random", "post", "learned")
 
 
+@register_method("text-token", "prune caption tokens in the text tower: random, post-hoc or image-guided (learned)",
+                 "ELIP / SmartTrim text-token baselines", name="text-prune")
 @dataclass(frozen=True)
 class TextPruneConfig:
     """``start_layer``: first text layer that sees the pruned caption (None: ``num_layers // 2``)."""
@@ -46,6 +50,11 @@ class TextPruneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "text-prune", **asdict(self)}
+
+    @property
+    def image_guided(self) -> bool:
+        """True if the ranking needs the paired image's embedding, so the image is encoded first (``learned``)."""
+        return self.strategy == "learned"
 
     def layer(self, text: TextConfig) -> int:
         """The text layer the pruning runs before; raises if it is outside the unimodal text encoder."""
@@ -70,7 +79,7 @@ def _scores(config: TextPruneConfig, block: Block, state: TokenState, ctx: Forwa
         return torch.rand(b, n, generator=None if block.training else generator).to(state.x.device)
     if config.strategy == "post":
         return -torch.arange(n, dtype=state.x.dtype, device=state.x.device).expand(b, n)
-    guide = ctx.extras.get("image_embedding")
+    guide = ctx.image_embedding
     if guide is None:
         raise ValueError("text pruning strategy 'learned' ranks caption tokens by the paired image, so it runs only "
                          "where the image is encoded first: FusionModel.itm_logits / vqa_logits (not encode_text)")
@@ -101,24 +110,33 @@ def prune_text(state: TokenState, scores: torch.Tensor, pooled: torch.Tensor, dr
     return TokenState(x=x, mask=valid, source=source)
 
 
-def apply_text_pruning(model: Any, config: TextPruneConfig | None) -> Any:
-    """Turn text-token pruning on (replacing any earlier one) or off with ``None``. Returns ``model``."""
-    for block in model.text.blocks:
-        block.pre_hook = None
-    model.text_reduction = None
-    if config is None or config.drop_ratio == 0.0:
-        return model
+def attach_text_pruning(model: Any, config: TextPruneConfig) -> None:
+    """Install the pruning as ``Block.pre_hook`` of its text layer (raises ``ConfigError`` for a bad layer)."""
     layer = config.layer(model.config.text)
     generator = torch.Generator().manual_seed(config.seed)
 
     def hook(block: Block, state: TokenState, ctx: ForwardContext) -> TokenState:
-        pooled = ctx.extras.get("pool_index")
+        pooled = ctx.pool_index
         if pooled is None:  # BLIP's fusion pass re-runs every layer from the embeddings; BERT pools at [CLS]
             pooled = torch.zeros(state.x.shape[0], dtype=torch.long, device=state.x.device)
         return prune_text(state, _scores(config, block, state, ctx, model, generator), pooled, config.drop_ratio)
 
     model.text.blocks[layer].pre_hook = hook
-    model.text_reduction = config
+
+
+def detach_text_pruning(model: Any) -> None:
+    """Remove text-token pruning: the text tower computes exactly as the base tower again."""
+    model.text.reset_hooks()
+    set_attached(model, text=None, image_guided_text=False)
+
+
+def apply_text_pruning(model: Any, config: TextPruneConfig | None) -> Any:
+    """Turn text-token pruning on (replacing any earlier one) or off with ``None``. Returns ``model``."""
+    detach_text_pruning(model)
+    if config is None or config.drop_ratio == 0.0:
+        return model
+    attach_text_pruning(model, config)
+    set_attached(model, text=config, image_guided_text=config.image_guided)
     return model
 
 

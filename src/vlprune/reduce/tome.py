@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from vlprune.config import ConfigError, VisionConfig
+from vlprune.method_registry import register_method
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState
-from vlprune.reduce.base import ReduceConfig, register_method, token_sizes
+from vlprune.reduce.base import ReduceConfig, register_attach, token_sizes
 
 
 def bipartite_merge(state: TokenState, keys: torch.Tensor, r: int) -> TokenState:
@@ -45,7 +46,8 @@ def bipartite_merge(state: TokenState, keys: torch.Tensor, r: int) -> TokenState
     return TokenState(x=x, size=new_size, source=source, mask=None)
 
 
-@register_method
+@register_method("token", "merge r similar image tokens per layer by bipartite matching",
+                 "ToMe, Bolya et al. 2023")
 @dataclass(frozen=True)
 class ToMeConfig(ReduceConfig):
     """``r`` tokens merged per layer: one int for every layer, or a per-layer list; ``proportional_attn``
@@ -77,12 +79,17 @@ class ToMeConfig(ReduceConfig):
             n -= r
         return out
 
-    def attach(self, model) -> None:
-        model.visual.proportional_attn = self.proportional_attn
-        for block, r in zip(model.visual.blocks, self.per_layer(len(model.visual.blocks))):
-            if r > 0:
-                block.wants_keys = True
-                block.mid_hook = _merge_hook(r)
+
+def attach_tome(model, config: ToMeConfig) -> None:
+    """Merge ``r`` tokens after the attention of every layer with ``r > 0`` (``vlprune.apply``)."""
+    model.visual.proportional_attn = config.proportional_attn
+    for block, r in zip(model.visual.blocks, config.per_layer(len(model.visual.blocks))):
+        if r > 0:
+            block.wants_keys = True
+            block.mid_hook = _merge_hook(r)
+
+
+register_attach(ToMeConfig, attach_tome)
 
 
 def _merge_hook(r: int):

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 import torch
 
 from vlprune.config import ConfigError, VisionConfig
+from vlprune.method_registry import register_method
 from vlprune.models.layers import AttentionOutput, Block, ForwardContext, TokenState, key_bias
-from vlprune.reduce.base import ReduceConfig, check_layers, check_ratio, keep_and_fuse, register_method
+from vlprune.reduce.base import ReduceConfig, check_layers, check_ratio, keep_and_fuse, register_attach
 
 PLACEMENTS = ("stated", "uniform")
 
 
-@register_method
+@register_method("token", "text-guided patch selection and fusion of image tokens",
+                 "TRIPS, Jiang et al. 2022")
 @dataclass(frozen=True)
 class TRIPSConfig(ReduceConfig):
     method = "trips"
@@ -75,16 +77,21 @@ class TRIPSConfig(ReduceConfig):
                    vision.num_heads[layer] * schedule[layer][0] * vision.head_dim
                    for layer in self.selection_layers(vision) if self.keep_ratio < 1.0)
 
-    def attach(self, model) -> None:
-        if self.keep_ratio == 1.0:
-            return
-        for layer in self.selection_layers(model.config.vision):
-            block = model.visual.blocks[layer]
-            block.wants_keys = True
-            block.mid_hook = self._select
 
-    def _select(self, block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext) -> TokenState:
-        text_cls = ctx.extras.get("guide")
+def attach_trips(model, config: TRIPSConfig) -> None:
+    """Select patches with the text guide after the attention of each selection layer (``vlprune.apply``)."""
+    if config.keep_ratio == 1.0:
+        return
+    hook = _trips_hook(config)
+    for layer in config.selection_layers(model.config.vision):
+        block = model.visual.blocks[layer]
+        block.wants_keys = True
+        block.mid_hook = hook
+
+
+def _trips_hook(config: TRIPSConfig):
+    def select(block: Block, state: TokenState, attn: AttentionOutput, ctx: ForwardContext) -> TokenState:
+        text_cls = ctx.guide
         if text_cls is None:
             raise ValueError("TRIPS selects patches with the text [CLS]: pass guide=model.text_guide(ids, mask) "
                              "to encode_image (fusion models' itm/vqa calls do this themselves)")
@@ -93,5 +100,10 @@ class TRIPSConfig(ReduceConfig):
             mask = state.mask[:, 1:] if state.mask is not None else None
             scores = block.attn.query_attention(block.attn_input(text_cls.to(state.x.dtype)), patch_keys,
                                                 key_bias(mask, None, state.x.dtype)).mean(dim=1)
-            keep = scores.topk(self.kept(scores.shape[1]), dim=1).indices
+            keep = scores.topk(config.kept(scores.shape[1]), dim=1).indices
         return keep_and_fuse(state, keep, scores)
+
+    return select
+
+
+register_attach(TRIPSConfig, attach_trips)

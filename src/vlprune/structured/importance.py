@@ -1,10 +1,10 @@
 """Importance of prunable modules — attention heads, FFN neuron groups, whole layers — per tower: cost tables.
 
-MoPE-CLIP eq. 1: ``MoPE_θ = Z[f] − Z[f − θ]``, where ``Z`` is the retrieval recall on a held-out split (DESIGN
-§5: mean of TR/IR R@1,5,10; ``metric='tr'`` or ``'ir'`` keeps one direction, as the paper's fine-tuning stage
-does for the vision / text tower) and ``f − θ`` is the model with module θ masked out. A high MoPE means
-removing θ hurts: keep it. Baselines: weight ``magnitude``, first-order ``taylor`` (``rewire.py``),
-``random``, and the depth-only ``every-other-layer``.
+MoPE-CLIP eq. 1: ``MoPE_θ = Z[f] − Z[f − θ]``, where ``Z`` is the retrieval recall on a held-out split
+(docs/mope.md, "What it computes": mean of TR/IR R@1,5,10; ``metric='tr'`` or ``'ir'`` keeps one direction, as
+the paper's fine-tuning stage does for the vision / text tower) and ``f − θ`` is the model with module θ masked
+out. A high MoPE means removing θ hurts: keep it. Baselines: weight ``magnitude``, first-order ``taylor``
+(``rewire.py``), ``random``, and the depth-only ``every-other-layer``.
 
 Fast MoPE: masking a module in layer l of one tower changes nothing before l and nothing in the other tower,
 so the other tower's embeddings and the hidden states entering layer l are computed once and only blocks

@@ -7,7 +7,9 @@
 
 Before scoring, every method rewires the FFN neurons by their gradient importance (DynaBERT), so neuron
 groups are the same for all methods and only the ranking differs. ``every-other-layer`` is depth only.
-Data: Taylor scores / rewiring on the toy world's ``train`` split, MoPE's Z on ``val``; report on ``test``.
+Data (``PruneConfig.data`` / ``val_data``, the ``--data`` grammar through ``vlprune.data.pairs.open_pairs``):
+Taylor scores, rewiring and distillation on ``data`` (default the toy world's ``train`` split), MoPE's Z on the
+first ``val_pairs`` images of ``val_data`` with their first caption (default ``val``); report on ``test``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from vlprune.config import ConfigError, check_field_types, reject_unknown_fields
-from vlprune.data.pairs import Collate, ToyPairs
+from vlprune.data.pairs import Collate, open_pairs
+from vlprune.data.sources import parse_data
 from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.evaluate import evaluate_retrieval
-from vlprune.eval.flops import model_gflops
+from vlprune.method_registry import register_method
+from vlprune.models.flops import model_gflops
 from vlprune.models.io import Model
 from vlprune.structured.budget import depth_plan, target_count, tower_params, width_plan
 from vlprune.structured.distill import DEFAULT_WEIGHTS, distil
@@ -53,6 +57,16 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"PruneConfig.{name}={value!r} is invalid: expected {allowed}")
 
 
+@register_method("structured", "rank heads, FFN neuron groups and layers by module-wise pruning error, prune "
+                 "width then depth, distil", "MoPE-CLIP, Lin et al. 2024", name="mope", method="mope")
+@register_method("structured", "rank modules by weight magnitude, then the same pruning and distillation", "baseline",
+                 name="magnitude", method="magnitude")
+@register_method("structured", "rank modules by first-order Taylor (gradient x weight) importance",
+                 "baseline (Molchanov et al.)", name="taylor", method="taylor")
+@register_method("structured", "rank modules at random", "baseline",
+                 name="random", method="random")
+@register_method("structured", "drop every other layer (depth only)", "baseline",
+                 name="every-other-layer", method="every-other-layer")
 @dataclass(frozen=True)
 class PruneConfig:
     """One pruning run. ``target_params``: fraction of each pruned tower's parameters to keep.
@@ -60,6 +74,8 @@ class PruneConfig:
     paper's 18 of 24 layers); width pruning aims at ``target / keep_layers`` of the prunable block params."""
 
     method: str = "mope"
+    data: str = "toyworld:train"        # pairs for gradient scores, rewiring and distillation
+    val_data: str = "toyworld:val"      # retrieval set for MoPE's Z
     stage: str = "finetune"
     tower: str = "vision"
     target_params: float = 0.5
@@ -79,6 +95,11 @@ class PruneConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
+        for name in ("data", "val_data"):
+            try:
+                parse_data(getattr(self, name))
+            except ValueError as err:
+                raise ConfigError(f"PruneConfig.{name}={getattr(self, name)!r} is invalid: {err}") from None
         _check(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
         _check(self.tower in TOWER_CHOICES, "tower", self.tower, f"one of {TOWER_CHOICES}")
         _check(isinstance(self.target_params, (int, float)) and 0 < self.target_params <= 1, "target_params",
@@ -166,12 +187,16 @@ class _Run:
         self.teacher = copy.deepcopy(model).eval()
         self.student = copy.deepcopy(model).eval()
         size = model.config.vision.image_size
-        self.val = Pairs.from_world(ToyWorld("val", image_size=size), cfg.val_pairs, tokenizer, model
-                                    ).batches(cfg.batch_size)
-        self.grad = Pairs.from_world(ToyWorld("train", image_size=size), cfg.grad_pairs, tokenizer, model
+        data, val_data = parse_data(cfg.data), parse_data(cfg.val_data)
+        self.collate = Collate(tokenizer, model.config.vision, truncate=data.kind != "toyworld")
+        val_collate = Collate(tokenizer, model.config.vision, truncate=val_data.kind != "toyworld")
+        val = open_pairs(val_data, size, cfg.val_pairs, split="val", per_image=True)
+        self.val = Pairs.from_items(val, val_collate).batches(cfg.batch_size)
+        self.train_data = open_pairs(data, size)
+        _check(cfg.grad_pairs <= len(self.train_data), "grad_pairs", cfg.grad_pairs,
+               f"at most the {len(self.train_data)} pairs of {data.text}")
+        self.grad = Pairs.from_items([self.train_data[i] for i in range(cfg.grad_pairs)], self.collate
                                      ).batches(cfg.distill_batch)
-        self.train_data = ToyPairs(ToyWorld("train", image_size=size))
-        self.collate = Collate(tokenizer, model.config.vision)
         self.result = PruneResult(self.student)
 
     def log(self, step: str, evaluate: bool = True, **extra: Any) -> None:
@@ -183,7 +208,8 @@ class _Run:
     def table(self, tower: str, kinds: tuple[str, ...]) -> CostTable:
         """Score the current student; tables of the (rewired) original model are shared through ``cache``."""
         cfg = self.cfg
-        key = (cfg.method, tower, kinds, cfg.groups, cfg.metric, cfg.val_pairs, cfg.grad_pairs, cfg.fast, cfg.seed)
+        key = (cfg.method, tower, kinds, cfg.groups, cfg.metric, cfg.data, cfg.val_data, cfg.val_pairs,
+               cfg.grad_pairs, cfg.fast, cfg.seed)
         on_original = len(self.result.steps) == 1
         if self.cache is not None and on_original and key in self.cache:
             table = copy.deepcopy(self.cache[key])

@@ -5,11 +5,12 @@ output. Composed from the towers' own ``begin``/``embed``/``run``/``norm``; ``to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
-from vlprune.data.pairs import to_pixels
+from vlprune.data.pairs import Collate, to_pixels
 from vlprune.data.toyworld import ToyWorld
 from vlprune.models.io import Model
 from vlprune.models.layers import ForwardContext, TokenState
@@ -35,6 +36,12 @@ class Pairs:
         ids, mask = tokenizer([world.scene(i).caption for i in range(count)])
         pixels = to_pixels([world.image(i) for i in range(count)], model.config.vision)
         return cls(pixels, ids, mask)
+
+    @classmethod
+    def from_items(cls, items: Sequence[dict], collate: Collate) -> Pairs:
+        """Items of a pairs dataset (``vlprune.data.pairs.open_pairs``), collated for the model by ``collate``."""
+        batch = collate([items[i] for i in range(len(items))])
+        return cls(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
 
     def __len__(self) -> int:
         return len(self.input_ids)

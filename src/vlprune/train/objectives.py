@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from vlprune.data.cells import cell_patch_grid, target_cell_attention
 from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import TokenState
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
 from vlprune.train.contrastive import itc_loss
 from vlprune.train.momentum import MomentumQueue, queued_itc_loss
-from vlprune.train.scene import SceneProbes, cell_patch_grid, grounding_loss, target_cell_attention
+from vlprune.train.scene import SceneProbes, grounding_loss
 
 TASKS = ("itc", "itm", "mlm", "vqa", "scene", "ground", "ground_object")
 """Grounded VQA on the toy world (with ``vqa``): ``ground`` tells the fusion layers where the object of each question

@@ -1,15 +1,19 @@
-"""One training run from plain arguments: model (fresh, or initialised from a checkpoint), toy-world data,
-objective, trainer, and the final model saved as a vlprune checkpoint. ``vlprune train`` calls this."""
+"""One training run from plain arguments: model (fresh, or initialised from a checkpoint), data (``--data``: the
+toy world, a Karpathy split or webdataset shards), objective, trainer, and the final model saved as a vlprune
+checkpoint. ``vlprune train`` calls this."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from vlprune.config import ConfigError
-from vlprune.data.pairs import Collate, ToyPairs
-from vlprune.data.toyworld import ToyWorld
+from vlprune.data.pairs import Collate, open_pairs
+from vlprune.data.sources import DataSpec, parse_data
+from vlprune.data.toyworld import toy_tokenizer
+from vlprune.method_registry import parse_method
 from vlprune.models.io import (
     CheckpointError,
     Model,
@@ -20,9 +24,8 @@ from vlprune.models.io import (
     resolve,
     save,
 )
-from vlprune.reduce.base import apply, parse_method
+from vlprune.reduce.base import apply, token_schedule
 from vlprune.registry import list_models, model_config
-from vlprune.tokenizer import toy_tokenizer
 from vlprune.train.distributed import env_world_size, rank
 from vlprune.train.momentum import MomentumQueue
 from vlprune.train.objectives import Objective
@@ -63,11 +66,47 @@ def check_pairs_per_rank(objective: Objective, config: TrainConfig, twins: int, 
                           "--batch-size (or --twins, or use --momentum-queue for ITC)")
 
 
-def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig,
-          init_from: str | None = None, init_parts: tuple[str, ...] = (), train_size: int | None = None,
-          momentum_queue: int = 0, momentum: float = 0.995, method: str = "none", twins: int = 0,
-          until: int | None = None, scene_loss: str = "mean", workers: int = 0) -> Path:
-    """Train on the toy world's train split; returns the directory of the saved final model.
+TOY_TASKS = ("vqa", "scene", "ground", "ground_object")
+"""Tasks that need the toy world's questions, answers or scene labels; real image-caption data has none."""
+
+
+def check_toy_only(tasks: dict[str, float], twins: int, spec: DataSpec) -> None:
+    """Refuse, before anything is built, a toy-only task or ``--twins`` on real data."""
+    if spec.kind == "toyworld":
+        return
+    toy_only = [t for t in tasks if t in TOY_TASKS]
+    if toy_only:
+        raise ConfigError(f"--tasks {','.join(toy_only)} need the toy world's questions and scene labels; --data "
+                          f"{spec.text} has image-caption pairs only: train it with itc, itm or mlm")
+    if twins:
+        raise ConfigError(f"--twins {twins}: hard-negative twins exist only in the toy world, not in --data "
+                          f"{spec.text}; drop --twins")
+
+
+def record_method(net, method: str, out_dir: Path) -> None:
+    """``OUT/method.json``: the method the run trains with (its full config, every default spelt out) and the
+    token schedule it gives this model, so a run says what it did."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = net.reduction
+    record = {"method": method, "config": config.to_dict() if config is not None else None,
+              "token_schedule": [list(pair) for pair in token_schedule(net)]}
+    (out_dir / "method.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: TrainConfig, *,
+          data: str = "toyworld:train", train_size: int | None = None, method: str = "none",
+          init_from: str | None = None, init_parts: tuple[str, ...] = (), momentum_queue: int = 0,
+          momentum: float = 0.995, twins: int = 0, scene_loss: str = "mean", until: int | None = None,
+          workers: int = 0) -> Path:
+    """Train on ``data`` (a ``--data`` spec, default the toy world's train split; ``train_size``: its first that
+    many pairs); returns the directory of the saved final model.
+
+    Real data (``karpathy:``: every caption a pair with its image, split ``train`` unless the spec names one;
+    ``wds:``: every sample a pair, read by seeking into the shards, ``vlprune.data.shards``) trains ``itc``,
+    ``itm`` and ``mlm``; images go through the model's preprocessing and captions through the checkpoint's
+    tokenizer, cut to its context as CLIP / open_clip training does (a toy-world caption longer than the context
+    stays an error: the model is mis-sized). Ranks and DataLoader workers split each global batch
+    (``vlprune.train.trainer.rank_batch_indices``), and a checkpoint's step is the data position.
 
     ``momentum_queue > 0`` turns on ITC with a momentum encoder and a queue of that many embeddings.
     ``method`` (e.g. ``elip``, ``tome:r=4``) trains with token reduction on; the saved model holds only the
@@ -79,7 +118,9 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
     saved as it stands then. ``workers`` DataLoader processes build the batches ahead (``Trainer``); the result
     does not depend on it.
     """
+    spec = parse_data(data)
     objective = Objective(tasks)
+    check_toy_only(tasks, twins, spec)
     check_pairs_per_rank(objective, config, twins, momentum_queue)
     net = initial_model(model, init_from, init_parts, config.seed)
     apply(net, parse_method(method)[1])
@@ -90,9 +131,11 @@ def train(model: str, out_dir: str | Path, tasks: dict[str, float], config: Trai
         tokenizer = load_tokenizer(resolve(model))
     except CheckpointError:
         tokenizer = toy_tokenizer(net.config.text.max_length)
-    dataset = ToyPairs(ToyWorld("train", image_size=net.config.vision.image_size, size=train_size), twins)
-    trainer = Trainer(trained, objective, dataset, Collate(tokenizer, net.config.vision), config, out_dir,
-                      workers=workers)
+    dataset = open_pairs(spec, net.config.vision.image_size, train_size, twins)
+    collate = Collate(tokenizer, net.config.vision, truncate=spec.kind != "toyworld")
+    trainer = Trainer(trained, objective, dataset, collate, config, out_dir, workers=workers)
+    if rank() == 0:
+        record_method(net, method, Path(out_dir))
     trainer.fit(resume=True, until=until)
     final = Path(out_dir) / "model"
     if rank() == 0:

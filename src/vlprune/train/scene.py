@@ -16,8 +16,8 @@ detection-pretrained VLMs. Linear probes, trained with the model and dropped whe
 * ``fused_object`` (fusion models, task ``ground_object``): the fused [CLS] of a VQA question -> the colour, shape,
   size, row and column of the object the question is about.
 
-``target_cell_attention`` / ``grounding_loss`` (task ``ground``) tell the fusion layers' [CLS] cross-attention
-to look at that object's cell.
+``grounding_loss`` (task ``ground``, on ``vlprune.data.cells.target_cell_attention``) tells the fusion layers'
+[CLS] cross-attention to look at that object's cell.
 
 A first version read every cell's attributes from the embeddings (16 cells x 18 classes); those probes
 collapsed to "empty" for every cell (0 % on occupied cells after 1,000 steps) and did not move the embeddings,
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlprune.config import ModelConfig, VisionConfig
+from vlprune.config import ModelConfig
+from vlprune.data.cells import cell_patch_grid, pool_cells
 from vlprune.data.toyworld import ATTRIBUTE_CLASSES, COLOUR_TARGET_WIDTH, COLOURS, GRID
 
 SCENE_LOSSES = ("mean", "balanced")
@@ -126,45 +127,14 @@ class SceneProbes(nn.Module):
         return total / len(ATTRIBUTE_CLASSES)
 
 
-def cell_patch_grid(vision: VisionConfig, what: str) -> int:
-    """The side of the model's patch grid, checked to divide into the toy world's 4x4 cells (``what`` names the
-    caller in the error)."""
-    grid = vision.image_size // vision.patch_size
-    if grid % GRID:
-        raise ValueError(f"{what} pools patches into a {GRID}x{GRID} grid of cells, but the model's {grid}x{grid} "
-                         f"patch grid does not divide into it; use image_size / patch_size as a multiple of {GRID}")
-    return grid
-
-
-def pool_cells(patch_tokens: torch.Tensor, patch_grid: int) -> torch.Tensor:
-    """(B, patch_grid², width) in raster order -> (B, cells, width), each of the 4x4 cells the mean of its patches."""
-    b, _, w = patch_tokens.shape
-    grid = patch_tokens.reshape(b, patch_grid, patch_grid, w).permute(0, 3, 1, 2)
-    return F.adaptive_avg_pool2d(grid, GRID).flatten(2).transpose(1, 2)
-
-
 def _balanced_mean(values: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """Mean over the positive entries plus mean over the negative ones (a side with no entries adds nothing)."""
     return sum(values[side].mean() for side in (positive, ~positive) if side.any())
 
 
-def target_cell_attention(cross_cls_attn: list[torch.Tensor], cells: torch.Tensor, patch_grid: int) -> torch.Tensor:
-    """The share (B,) of the fusion layers' [CLS] cross-attention (each (B, H, 1 + patches), [CLS] key first;
-    averaged over layers and heads) that falls on the patches of cell ``cells`` (B,) — the object a question is
-    about. Rows whose cell is -1 (count / exists questions) get 0."""
-    attn = torch.stack(cross_cls_attn).mean(dim=(0, 2))  # (B, 1 + patches)
-    if attn.shape[1] != patch_grid**2 + 1:
-        raise ValueError(f"the share on a question's cell needs every patch token, but the cross-attention covers "
-                         f"{attn.shape[1]} image tokens, not 1 + {patch_grid**2}; train or measure it without a "
-                         "token-reduction method")
-    patch = torch.arange(patch_grid**2, device=attn.device)
-    patch_cell = (patch // patch_grid * GRID // patch_grid) * GRID + patch % patch_grid * GRID // patch_grid
-    per_cell = attn[:, 1:] @ F.one_hot(patch_cell, GRID * GRID).to(attn.dtype)  # (B, cells)
-    return per_cell.gather(1, cells.clamp(min=0)[:, None]).squeeze(1) * (cells >= 0)
-
-
 def grounding_loss(share: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """Attention supervision for VQA: mean of -log ``share`` (``target_cell_attention``) over the questions about
-    one object (0 when the batch has none), so the fusion layers learn to look where the question points."""
+    """Attention supervision for VQA: mean of -log ``share`` (``vlprune.data.cells.target_cell_attention``) over the
+    questions about one object (0 when the batch has none), so the fusion layers learn to look where the question
+    points."""
     about_one = cells >= 0
     return -(share[about_one].clamp(min=1e-6).log()).sum() / about_one.sum().clamp(min=1)

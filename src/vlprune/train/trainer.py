@@ -183,10 +183,24 @@ def global_batch_indices(step: int, dataset_len: int, batch_size: int, seed: int
     return order[position * batch_size:(position + 1) * batch_size].tolist()
 
 
+def rank_batch_indices(step: int, micro: int, dataset_len: int, config: TrainConfig, rank: int = 0,
+                       world_size: int = 1) -> list[int]:
+    """Dataset indices of micro-batch ``micro`` of rank ``rank`` at step ``step``: the rank's contiguous
+    ``batch_size / world_size`` share of ``global_batch_indices``, cut into ``grad_accum`` micro-batches.
+
+    This is the distributed sampler: over ranks and micro-batches the slices partition the global batch, and the
+    global batches of an epoch partition one permutation, so within an epoch every index but the dropped
+    remainder is loaded exactly once, by one rank (and one DataLoader worker, which builds whole micro-batches)."""
+    per_rank = config.batch_size // world_size
+    size = per_rank // config.grad_accum
+    first = rank * per_rank + micro * size
+    return global_batch_indices(step, dataset_len, config.batch_size, config.seed)[first:first + size]
+
+
 @dataclass
 class MicroBatches:
     """The collated micro-batch ``(step, micro)`` of one rank, as a map-style dataset (for ``DataLoader``
-    workers): a slice of ``global_batch_indices``, so it depends on nothing but its key."""
+    workers): the items of ``rank_batch_indices``, so it depends on nothing but its key."""
 
     dataset: Sequence
     collate: Callable[[list], Any]
@@ -196,11 +210,7 @@ class MicroBatches:
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         step, micro = key
-        cfg = self.config
-        per_rank = cfg.batch_size // self.world_size
-        size = per_rank // cfg.grad_accum
-        first = self.rank * per_rank + micro * size
-        indices = global_batch_indices(step, len(self.dataset), cfg.batch_size, cfg.seed)[first:first + size]
+        indices = rank_batch_indices(step, micro, len(self.dataset), self.config, self.rank, self.world_size)
         return self.collate([self.dataset[i] for i in indices])
 
 

@@ -1,6 +1,6 @@
-"""SmartTrim: per-input adaptive token and attention-head trimming of fusion models (DESIGN section 4)."""
+"""SmartTrim: per-input adaptive token and attention-head trimming of fusion models (docs/smarttrim.md)."""
 
-from vlprune.trim.config import TRIM_METHODS, SmartTrimConfig, trim_config
+from vlprune.trim.config import SmartTrimConfig
 from vlprune.trim.model import SmartTrim, TrimOutput, TrimRecord
 
-__all__ = ["TRIM_METHODS", "SmartTrim", "SmartTrimConfig", "TrimOutput", "TrimRecord", "trim_config"]
+__all__ = ["SmartTrim", "SmartTrimConfig", "TrimOutput", "TrimRecord"]

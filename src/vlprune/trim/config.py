@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vlprune.config import ConfigError, ModelConfig, check_field_types
+from vlprune.method_registry import register_method
 from vlprune.reduce.base import check_ratio
 
 TOKEN_SCORERS = ("cross", "local", "random", "off")
@@ -25,6 +26,8 @@ def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"SmartTrimConfig.{name}={value!r} is invalid: expected {allowed}")
 
 
+@register_method("adaptive", "learned per-input trimming of tokens and attention heads of a fusion model",
+                 "SmartTrim, Wang et al. 2023")
 @dataclass(frozen=True)
 class SmartTrimConfig:
     """SmartTrim (Wang et al., 2023) on a fusion model.
@@ -34,9 +37,9 @@ class SmartTrimConfig:
     ``tokens``: ``cross`` (local + cross-modal global score, eqs. 3-6), ``local`` (the Local baseline, no global
     term), ``random`` (the Random baseline), ``off``. ``heads``: ``learned`` (eq. 7), ``random``, ``fixed``
     (``fixed_heads``: kept head indices per module, e.g. Michel et al.'s gradient importance) or ``off``.
-    ``keep_profile`` (module name -> keep fraction, as ``SmartTrim.keep_fractions`` reports) sets the random
-    baselines' rates; without it they keep the targets. ``curriculum``: fraction of the training steps over
-    which the targets go linearly from 1.0 to their value (0: no curriculum).
+    ``keep_profile`` (module name -> keep fraction, as ``TrimRecord.ratio`` reports for each module of a trained
+    SmartTrim's forward) sets the random baselines' rates; without it they keep the targets. ``curriculum``:
+    fraction of the training steps over which the targets go linearly from 1.0 to their value (0: no curriculum).
     """
 
     method: ClassVar[str] = "smarttrim"
@@ -112,13 +115,3 @@ class SmartTrimConfig:
     @classmethod
     def load(cls, path: str | Path) -> SmartTrimConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-TRIM_METHODS: dict[str, type[SmartTrimConfig]] = {SmartTrimConfig.method: SmartTrimConfig}
-
-
-def trim_config(name: str, **values: Any) -> SmartTrimConfig:
-    """A trimming method's config by name (``vlprune train --method smarttrim --target-vision 0.5``)."""
-    if name not in TRIM_METHODS:
-        raise ConfigError(f"unknown trimming method {name!r}; known: {', '.join(sorted(TRIM_METHODS))}")
-    return TRIM_METHODS[name].from_dict(values)

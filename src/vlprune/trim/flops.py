@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vlprune.config import ModelConfig
-from vlprune.eval.flops import gflops, layer_macs, patch_embed_macs
+from vlprune.models.flops import gflops, layer_macs, patch_embed_macs
 from vlprune.trim.model import SmartTrim, TrimRecord
 
 

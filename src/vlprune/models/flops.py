@@ -1,4 +1,4 @@
-"""Analytic FLOP counter (DESIGN section 8).
+"""Analytic FLOP counter (docs/token-reduction.md; the convention is stated under docs/results.md's first table).
 
 Counts every matrix multiply: patch embedding, q/k/v/o projections, the two attention matmuls
 (QK^T and AV), cross-attention, MLP and the output projection. Norms, softmax, activations and residual
