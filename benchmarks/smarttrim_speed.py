@@ -27,9 +27,9 @@ import torch
 
 import vlprune
 from vlprune.config import ModelConfig, TextConfig
+from vlprune.eval.smarttrim import batch1_latency
 from vlprune.registry import model_config
 from vlprune.trim.config import SmartTrimConfig
-from vlprune.trim.evaluate import batch1_latency
 from vlprune.trim.flops import record_gflops
 from vlprune.trim.model import SmartTrim
 

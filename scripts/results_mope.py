@@ -25,8 +25,10 @@ import torch
 
 import vlprune
 from vlprune.eval.bench import interleaved_medians
+from vlprune.eval.evaluate import heldout_retrieval
 from vlprune.models.io import weights_sha256
-from vlprune.structured.recipe import PruneConfig, heldout_retrieval, run_recipe, sizes
+from vlprune.structured.config import PruneConfig
+from vlprune.train.prune_recipe import run_recipe, sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -25,12 +25,7 @@ import vlprune
 from vlprune.config import ConfigError
 from vlprune.data.pairs import Collate, ToyPairs, to_pixels
 from vlprune.data.toyworld import ToyWorld
-from vlprune.models.io import weights_sha256
-from vlprune.reduce import EViTConfig, ToMeConfig, TRIPSConfig, apply
-from vlprune.report.trim_maps import token_maps
-from vlprune.train.trainer import TrainConfig
-from vlprune.trim import SmartTrim, SmartTrimConfig
-from vlprune.trim.evaluate import (
+from vlprune.eval.smarttrim import (
     adaptivity,
     batch1_inputs,
     batch1_latency,
@@ -39,9 +34,15 @@ from vlprune.trim.evaluate import (
     trim_scorer,
     vqa_run,
 )
+from vlprune.models.io import weights_sha256
+from vlprune.reduce import EViTConfig, ToMeConfig, TRIPSConfig, apply
+from vlprune.report.trim_maps import token_maps
+from vlprune.train.smarttrim import train_smarttrim
+from vlprune.train.trainer import TrainConfig
+from vlprune.trim import SmartTrim, SmartTrimConfig
 from vlprune.trim.flops import static_gflops
+from vlprune.trim.io import load_trimmed
 from vlprune.trim.michel import head_importance, select_heads
-from vlprune.trim.train import load_trimmed, train_smarttrim
 
 ROOT = Path(__file__).resolve().parents[1]
 

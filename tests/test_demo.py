@@ -20,7 +20,7 @@ from vlprune.structured import PrunePlan, prune
 from vlprune.structured.budget import target_count, width_plan
 from vlprune.structured.importance import magnitude_table
 from vlprune.trim import SmartTrim, SmartTrimConfig
-from vlprune.trim.train import load_trimmed, save_trimmed
+from vlprune.trim.io import load_trimmed, save_trimmed
 
 pytestmark = pytest.mark.skipif(not (bundled_dir("toy-clip") and bundled_dir("toy-fusion")),
                                 reason="bundled models not trained yet (scripts/train_bundled.sh)")

@@ -14,7 +14,7 @@ import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.config import ConfigError
 from vlprune.method_registry import list_methods, method_config
-from vlprune.structured.recipe import PruneConfig
+from vlprune.structured.config import PruneConfig
 from vlprune.trim.config import SmartTrimConfig
 
 ANY_VALUE = st.one_of(

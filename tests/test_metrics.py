@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from vlprune.eval import retrieval
-from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
+from vlprune import retrieval
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
+from vlprune.retrieval import rerank_topk, retrieval_metrics
 
 # 3 images x 5 texts; texts 0,1 -> image 0, texts 2,3 -> image 1, text 4 -> image 2.
 SIM = torch.tensor([

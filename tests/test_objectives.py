@@ -9,8 +9,9 @@ import torch
 
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
+from vlprune.models.contrastive import itc_loss, sample_hard_negatives
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
-from vlprune.train.objectives import Objective, itc_loss, mask_tokens, sample_hard_negatives
+from vlprune.train.objectives import Objective, mask_tokens
 from vlprune.train.trainer import TrainContext
 
 

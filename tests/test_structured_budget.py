@@ -10,9 +10,9 @@ import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.structured import prune
 from vlprune.structured.budget import depth_plan, target_count, width_plan
+from vlprune.structured.config import PruneConfig
 from vlprune.structured.importance import CostTable
 from vlprune.structured.plan import PrunePlan
-from vlprune.structured.recipe import PruneConfig
 
 
 @pytest.fixture

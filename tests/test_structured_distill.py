@@ -12,9 +12,10 @@ import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.data.pairs import Collate, ToyPairs
 from vlprune.data.toyworld import ToyWorld
+from vlprune.models.contrastive import itc_loss
 from vlprune.structured import PrunePlan, TowerPlan, prune
-from vlprune.structured.distill import DistillObjective, distil, feature_loss, hidden_loss, similarity_loss
-from vlprune.train.contrastive import itc_loss
+from vlprune.structured.distill import DistillObjective, feature_loss, hidden_loss, similarity_loss
+from vlprune.train.distill import distil
 from vlprune.train.trainer import TrainConfig
 
 

@@ -17,6 +17,7 @@ import vlprune
 from helpers.mope_ranks import table
 from helpers.tiny import tiny_clip_config
 from vlprune.data.toyworld import ToyWorld
+from vlprune.models.contrastive import itc_loss
 from vlprune.models.layers import StructureMask
 from vlprune.structured.importance import (
     CostTable,
@@ -32,7 +33,6 @@ from vlprune.structured.importance import (
 )
 from vlprune.structured.rewire import rewire, taylor_importance
 from vlprune.structured.towers import Pairs, encode
-from vlprune.train.contrastive import itc_loss
 
 SCRIPT = str(Path(__file__).parent / "helpers" / "mope_ranks.py")
 

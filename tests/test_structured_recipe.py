@@ -11,7 +11,8 @@ import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.cli import main
 from vlprune.structured.budget import target_count
-from vlprune.structured.recipe import PruneConfig, run_recipe
+from vlprune.structured.config import PruneConfig
+from vlprune.train.prune_recipe import run_recipe
 
 SMALL = {"val_pairs": 16, "grad_pairs": 8, "batch_size": 8, "distill_steps": 1, "distill_batch": 4, "groups": 4}
 
@@ -94,7 +95,7 @@ def test_cli_prune_help_lists_the_methods(capsys):
 
 
 def test_cache_shares_the_original_model_tables_between_budgets(model, tokenizer, tmp_path, monkeypatch):
-    import vlprune.structured.recipe as recipe
+    import vlprune.train.prune_recipe as recipe
 
     calls = []
     real = recipe.score_table

@@ -26,11 +26,11 @@ from helpers.train_tiny import (
     random_objective,
 )
 from vlprune.config import ConfigError
+from vlprune.distributed import all_gather_with_grad
 from vlprune.train import (
     NonFiniteLossError,
     TrainConfig,
     Trainer,
-    all_gather_with_grad,
     latest_checkpoint,
     load_checkpoint_weights,
     lr_at,

@@ -12,9 +12,9 @@ import torch
 import vlprune
 from vlprune.cli import main
 from vlprune.data.toyworld import ToyWorld
+from vlprune.eval.smarttrim import static_scorer, trim_scorer, vqa_run
 from vlprune.trim import SmartTrim, SmartTrimConfig
-from vlprune.trim.evaluate import static_scorer, trim_scorer, vqa_run
-from vlprune.trim.train import load_trimmed, save_trimmed
+from vlprune.trim.io import load_trimmed, save_trimmed
 
 
 def _checkpoint(fusion_model, tokenizer, tmp_path):

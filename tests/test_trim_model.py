@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vlprune
+from helpers.tiny import tiny_fusion_config
 from vlprune.models.flops import model_gflops
 from vlprune.trim import SmartTrim, SmartTrimConfig
 from vlprune.trim.flops import record_gflops, static_gflops
@@ -16,6 +18,14 @@ def _inputs(tokenizer):
     ids, mask = tokenizer(["what colour is the object at top left", "is there a red circle",
                            "how many blue objects are there"])
     return pixels, ids, mask
+
+
+def _fusion(style: str):
+    """A tiny fusion model: ALBEF-style (unimodal layers, then fusion layers) or BLIP-style (the fusion pass
+    starts again from the token embeddings and runs every layer with cross-attention)."""
+    text = {"cross_attention_layers": (0, 1, 2), "fusion_from_embeddings": True} if style == "blip" else {}
+    torch.manual_seed(0)
+    return vlprune.build_model(tiny_fusion_config(text=text)).eval()
 
 
 def _randomise(trim: SmartTrim, seed: int = 0) -> SmartTrim:
@@ -37,6 +47,54 @@ def test_keeping_everything_is_the_base_model(fusion_model, tokenizer, mode):
     for name, keep in out.record.keep.items():
         valid = out.record.valid[name]
         assert bool(((keep > 0.5) | (False if valid is None else ~valid)).all()), name
+
+
+@pytest.mark.parametrize("style", ["albef", "blip"])
+def test_full_mode_is_the_models_fused_cls(tokenizer, style):
+    model = _fusion(style)
+    pixels, ids, mask = _inputs(tokenizer)
+    trim = _randomise(SmartTrim(model, SmartTrimConfig()).eval())
+    with torch.no_grad():
+        assert torch.equal(trim(pixels, ids, mask, mode="full").cls, model.fused_cls(pixels, ids, mask))
+
+
+@pytest.mark.parametrize("style", ["albef", "blip"])
+@pytest.mark.parametrize("tokens,heads", [("cross", "learned"), ("random", "random")])
+def test_masked_with_every_target_one_is_full(tokenizer, style, tokens, heads):
+    model = _fusion(style)
+    pixels, ids, mask = _inputs(tokenizer)
+    config = SmartTrimConfig(tokens=tokens, heads=heads, target_vision=1.0, target_text=1.0, target_heads=1.0)
+    trim = SmartTrim(model, config).eval()  # learned trimmers at their init keep everything
+    trim.generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        masked, full = trim(pixels, ids, mask, mode="masked"), trim(pixels, ids, mask, mode="full")
+    assert torch.allclose(masked.cls, full.cls, atol=1e-6)
+    assert torch.equal(full.cls, model.fused_cls(pixels, ids, mask))
+
+
+@pytest.mark.parametrize("style", ["albef", "blip"])
+def test_image_trimmers_see_the_unimodal_text_cls(tokenizer, style):
+    """The vision trimmers' ``c_c`` is the text [CLS] after the model's unimodal pass (every layer for BLIP)."""
+    model = _fusion(style)
+    pixels, ids, mask = _inputs(tokenizer)
+    trim = SmartTrim(model, SmartTrimConfig()).eval()
+    seen = []
+    trim.trimmers["tokens__vision_0"].register_forward_hook(lambda module, args, out: seen.append(args[2]))
+    with torch.no_grad():
+        trim(pixels, ids, mask, mode="masked")
+        expected = model.text(ids, mask).x[:, 0]
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+
+
+def test_blip_style_hard_batch1_equals_masked_batched(tokenizer):
+    model = _fusion("blip")
+    pixels, ids, mask = _inputs(tokenizer)
+    trim = _randomise(SmartTrim(model, SmartTrimConfig()).eval())
+    with torch.no_grad():
+        masked = trim(pixels, ids, mask, mode="masked")
+        one = torch.cat([trim(pixels[i:i + 1], ids[i:i + 1], mask[i:i + 1], mode="hard").cls for i in range(3)])
+    assert float(masked.record.counts("tokens:text.2").sum()) < float(mask[:, 1:].sum()) + 3  # text was trimmed
+    assert torch.allclose(one, masked.cls, atol=1e-5)
 
 
 def test_forced_keep_with_trained_looking_trimmers_is_the_base_model(fusion_model, tokenizer):

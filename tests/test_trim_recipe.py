@@ -11,10 +11,10 @@ import torch
 from vlprune.config import ConfigError
 from vlprune.method_registry import method_config
 from vlprune.trim import SmartTrim, SmartTrimConfig
+from vlprune.trim.io import load_trimmed, save_trimmed
 from vlprune.trim.losses import cost_loss, keep_ratio, self_distillation
 from vlprune.trim.michel import select_heads
 from vlprune.trim.schedule import curriculum_target
-from vlprune.trim.train import load_trimmed, save_trimmed
 
 
 def test_curriculum_goes_linearly_from_one_to_the_target():

@@ -2,7 +2,7 @@
 
 # the other method packages register their configs in vlprune.method_registry when imported
 import vlprune.reduce.text_tokens  # noqa: E402,F401,I001
-import vlprune.structured.recipe  # noqa: E402,F401
+import vlprune.structured.config  # noqa: E402,F401
 import vlprune.trim.config  # noqa: E402,F401
 from vlprune.config import ConfigError, ModelConfig, TextConfig, VisionConfig
 from vlprune.method_registry import describe_methods, list_methods, method_config

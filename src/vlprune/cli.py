@@ -135,7 +135,7 @@ def _tasks(spec: str) -> dict[str, float]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vlprune.train.distributed import rank
+    from vlprune.distributed import rank
     from vlprune.train.recipe import train
     from vlprune.train.trainer import TrainConfig
 
@@ -161,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_smarttrim(args: argparse.Namespace, config, method: str) -> Path:
     """``vlprune train --method smarttrim``: fine-tune a fusion model with SmartTrim on one task (vqa or itm)."""
-    from vlprune.trim.train import train_smarttrim
+    from vlprune.train.smarttrim import train_smarttrim
 
     tasks = _tasks(args.tasks)
     if args.data != TRAIN_DATA:
@@ -179,8 +179,8 @@ def _train_smarttrim(args: argparse.Namespace, config, method: str) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from vlprune.eval.evaluate import evaluate
-    from vlprune.trim.evaluate import evaluate_trimmed
-    from vlprune.trim.train import is_trimmed, load_trimmed
+    from vlprune.eval.smarttrim import evaluate_trimmed
+    from vlprune.trim.io import is_trimmed, load_trimmed
 
     torch.set_num_threads(args.threads) if args.threads else None
     method = _one_method(args)
@@ -231,9 +231,11 @@ def _answers(model: str) -> list[str] | None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from vlprune.distributed import init_distributed, rank
+    from vlprune.eval.evaluate import heldout_retrieval
     from vlprune.models.io import save
-    from vlprune.structured.recipe import PruneConfig, heldout_retrieval, run_recipe
-    from vlprune.train.distributed import init_distributed, rank
+    from vlprune.structured.config import PruneConfig
+    from vlprune.train.prune_recipe import run_recipe
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ def show(value: Any, limit: int = _SHOW_LIMIT) -> str:
 def _require(ok: bool, owner: str, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{owner}.{name}={show(value)} is invalid: expected {allowed}")
+
+
+def requirer(owner: str) -> Callable[[bool, str, Any, str], None]:
+    """``check(ok, name, value, allowed)`` for the configs of class ``owner``: ``ConfigError`` naming
+    ``owner.name=value`` and what is allowed when ``ok`` is false (TrainConfig, PruneConfig, SmartTrimConfig)."""
+    return lambda ok, name, value, allowed: _require(ok, owner, name, value, allowed)
 
 
 def read_json_object(path: str | Path, what: str = "JSON file", error: type[ValueError] = ValueError
@@ -126,11 +133,12 @@ def _positive_int(owner: str, name: str, value: Any) -> None:
     _require(_is_int(value) and 0 < value <= MAX_SIZE, owner, name, value, "a positive int (below 2**63)")
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split an annotation string on ``sep`` outside brackets."""
+def split_outside_brackets(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` where no bracket is open (``[]``, ``()``, ``{}``): field annotations and ``--set``
+    lists (``r=[1,2],x=3``); parts are stripped."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
-        depth += (char == "[") - (char == "]")
+        depth += (char in "[({") - (char in "])}")
         if depth == 0 and text.startswith(sep, i):
             parts.append(text[start:i])
             start = i + len(sep)
@@ -141,13 +149,13 @@ def fits_annotation(value: Any, annotation: str) -> bool:
     """Whether ``value`` matches a field annotation written as a string: ``None``, ``bool``, ``int``, ``float``
     (finite), ``str``, ``tuple[X, ...]``, ``tuple[A, B]`` (a list passes too, as JSON gives), ``dict[K, V]`` and
     unions ``A | B`` of those."""
-    options = _split_top(annotation, "|")
+    options = split_outside_brackets(annotation, "|")
     if len(options) > 1:
         return any(fits_annotation(value, option) for option in options)
     kind = options[0]
     if kind.endswith("]"):
         outer, inner = kind[:-1].split("[", 1)
-        args = _split_top(inner, ",")
+        args = split_outside_brackets(inner, ",")
         if outer == "tuple" and args[-1] == "...":
             return isinstance(value, (tuple, list)) and all(fits_annotation(v, args[0]) for v in value)
         if outer == "tuple":

@@ -19,6 +19,7 @@ from vlprune.data.pairs import to_pixels
 from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.bench import bench_image_tower
 from vlprune.eval.evaluate import evaluate
+from vlprune.eval.smarttrim import batch1_inputs, batch1_latency, static_scorer, trim_scorer, vqa_run
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model, load, load_tokenizer
 from vlprune.reduce.base import apply as vlprune_apply
@@ -29,9 +30,8 @@ from vlprune.report.run_report import BASE_COLUMNS, KEEP_MAPS, METHOD_COLUMNS, S
 from vlprune.report.tokens import keep_map_figure, keep_maps
 from vlprune.structured.importance import CostTable
 from vlprune.tokenizer import WordTokenizer
-from vlprune.trim.evaluate import batch1_inputs, batch1_latency, static_scorer, trim_scorer, vqa_run
+from vlprune.trim.io import load_trimmed
 from vlprune.trim.model import SmartTrim
-from vlprune.trim.train import load_trimmed
 
 JOBS = (("toy-clip", "retrieval"), ("toy-clip", "zeroshot"), ("toy-fusion", "retrieval"), ("toy-fusion", "vqa"))
 SCORE_KEYS = {"retrieval": ("image_retrieval_recall@1", "text_retrieval_recall@1"), "zeroshot": ("acc1",),

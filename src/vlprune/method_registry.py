@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from vlprune.config import ConfigError, reject_unknown_fields
+from vlprune.config import ConfigError, reject_unknown_fields, split_outside_brackets
 
 KINDS = ("token", "text-token", "adaptive", "structured")
 
@@ -99,15 +99,8 @@ def parse_value(raw: str) -> Any:
 
 
 def split_settings(text: str) -> list[str]:
-    """Split on commas that are not inside brackets: ``r=[1,2],x=3`` -> ["r=[1,2]", "x=3"]."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += (char in "[({") - (char in "])}")
-        if char == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p for p in parts if p.strip()]
+    """``r=[1,2],x=3`` -> ["r=[1,2]", "x=3"] (commas inside brackets stay)."""
+    return [p for p in split_outside_brackets(text, ",") if p]
 
 
 def parse_settings(pairs: Sequence[str], where: str) -> dict[str, Any]:

@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vlprune  # noqa: E402
 from helpers.tiny import tiny_clip_config  # noqa: E402
+from vlprune import distributed as D  # noqa: E402
 from vlprune.data.toyworld import ToyWorld, toy_tokenizer  # noqa: E402
 from vlprune.structured.importance import mope_table  # noqa: E402
 from vlprune.structured.towers import Pairs  # noqa: E402
-from vlprune.train import distributed as D  # noqa: E402
 
 
 def table(tower: str) -> dict:

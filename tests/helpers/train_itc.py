@@ -20,10 +20,10 @@ if __package__ in (None, ""):  # run as a script: make ``helpers`` importable
 
 from helpers.tiny import tiny_clip_config  # noqa: E402
 from vlprune import build_model  # noqa: E402
+from vlprune import distributed as D  # noqa: E402
 from vlprune.data.pairs import Collate, ToyPairs  # noqa: E402
 from vlprune.data.toyworld import ToyWorld, toy_tokenizer  # noqa: E402
 from vlprune.train import TrainConfig, Trainer, seed_everything  # noqa: E402
-from vlprune.train import distributed as D  # noqa: E402
 from vlprune.train.objectives import Objective  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from vlprune.train import TrainConfig, TrainContext, Trainer, all_gather_with_grad, seed_everything
-from vlprune.train import distributed as D
+from vlprune import distributed as D
+from vlprune.distributed import all_gather_with_grad
+from vlprune.train import TrainConfig, TrainContext, Trainer, seed_everything
 
 IN_DIM, OUT_DIM = 6, 3
 

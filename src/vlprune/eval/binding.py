@@ -4,7 +4,7 @@ A compositionality probe in the spirit of ARO / Winoground, built from the toy w
 (``ToyWorld.twin``): the twin changes the colour, shape, size or cell of one mentioned object, keeps the
 background and noise, and neither caption describes the other image. Chance is 0.5 per attribute; a model
 that has learned only colour (feature suppression) scores ~1.0 on colour and ~0.5 on the rest. Ties count
-as failures, as in ``vlprune.eval.retrieval``.
+as failures, as in ``vlprune.retrieval``.
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ from vlprune.data.sources import (
     parse_data,
 )
 from vlprune.data.toyworld import ANSWERS, ToyWorld
-from vlprune.eval.retrieval import rerank_topk, retrieval_metrics
 from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
 from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model
 from vlprune.models.layers import TokenState
 from vlprune.reduce.base import apply, reduced_gflops, token_schedule
+from vlprune.retrieval import rerank_topk, retrieval_metrics
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
@@ -190,6 +190,17 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, data: ToyWorld | 
     metrics = reranked_metrics(similarity, rerank_k, score, batch_size, data.text_image, truth)
     second = "guided re-encoding" + (" + ITM" if isinstance(model, FusionModel) else " + cosine") if guided else "ITM"
     return {**result, **metrics, "rerank_k": rerank_k, "second_stage": second, **data.ceiling(), **counts}
+
+
+def heldout_retrieval(tokenizer: WordTokenizer, pairs: int) -> Callable[[Model], dict]:
+    """``evaluate`` for ``vlprune.train.prune_recipe.run_recipe``: retrieval on the first ``pairs`` pairs of the toy
+    world's test split."""
+    def heldout(model: Model) -> dict:
+        world = ToyWorld("test", image_size=model.config.vision.image_size)
+        metrics = evaluate_retrieval(model.eval(), tokenizer, world, pairs)
+        return {k: v for k, v in metrics.items() if "recall" in k and not k.startswith("semantic")}
+
+    return heldout
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from torch import nn
 
 from vlprune.config import ModelConfig
 from vlprune.models.common import DualTowerModel
-from vlprune.models.layers import AttachedMethods, TokenState
+from vlprune.models.layers import AttachedMethods, ForwardContext, PreHook, TokenState
 
 
 class FusionModel(DualTowerModel):
@@ -46,14 +46,21 @@ class FusionModel(DualTowerModel):
             return self.text.embed(input_ids, attention_mask)
         return self.text(input_ids, attention_mask) if text_state is None else text_state
 
+    def fusion_context(self, image_state: TokenState,
+                       cross_cls_attn: dict[str, torch.Tensor] | None = None) -> ForwardContext:
+        """The context the fusion layers share: the image tokens they cross-attend to, with their key mask and
+        soft keep mask (``log_keep``)."""
+        return self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask,
+                                 encoder_log_keep=image_state.log_keep, cross_cls_attn=cross_cls_attn)
+
     def fuse(self, text_state: TokenState, image_state: TokenState,
-             cross_cls_attn: dict[str, torch.Tensor] | None = None) -> TokenState:
-        """Run the fusion layers on ``fusion_input`` tokens: they attend to themselves and, by cross-attention,
-        to image tokens. A dict ``cross_cls_attn`` receives each fusion layer's [CLS] cross-attention (B, H, M)."""
-        ctx = self.text.context(encoder_states=image_state.x, encoder_mask=image_state.mask,
-                                cross_cls_attn=cross_cls_attn)
-        state = TokenState(x=text_state.x, mask=text_state.mask)
-        return self.text.run(state, ctx, self.config.text.fusion_start, None, use_cross=True)
+             cross_cls_attn: dict[str, torch.Tensor] | None = None, before: PreHook | None = None) -> TokenState:
+        """Run the fusion layers (``text.fusion_blocks()``) on ``fusion_input`` tokens: they attend to themselves
+        and, by cross-attention, to image tokens. A dict ``cross_cls_attn`` receives each fusion layer's [CLS]
+        cross-attention (B, H, M); ``before`` runs ahead of each layer (``TextTransformer.run``)."""
+        ctx = self.fusion_context(image_state, cross_cls_attn)
+        state = TokenState(x=text_state.x, mask=text_state.mask, log_keep=text_state.log_keep)
+        return self.text.run(state, ctx, self.config.text.fusion_start, None, use_cross=True, before=before)
 
     def fused_cls(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:

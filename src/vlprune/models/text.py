@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vlprune.config import TextConfig
-from vlprune.models.layers import Block, ForwardContext, TokenState
+from vlprune.models.layers import Block, ForwardContext, PreHook, TokenState
 
 
 class TextTransformer(nn.Module):
@@ -61,11 +61,26 @@ class TextTransformer(nn.Module):
         return ForwardContext(causal=self.cfg.flavour == "clip", **kwargs)
 
     def run(self, state: TokenState, ctx: ForwardContext, start: int = 0, end: int | None = None,
-            use_cross: bool = True) -> TokenState:
-        """Run layers ``start:end`` (cross-attention only where ``use_cross`` and the layer has it)."""
+            use_cross: bool = True, before: PreHook | None = None) -> TokenState:
+        """Run layers ``start:end`` (cross-attention only where ``use_cross`` and the layer has it). ``before``:
+        a caller's step ahead of each layer, for this call only (SmartTrim's trimming): ``before(block, state,
+        ctx)`` returns the state the layer gets and may set per-layer fields of ``ctx`` (head gates)."""
         for block in self.blocks[start:end]:
+            if before is not None:
+                state = before(block, state, ctx)
             state = block(state, ctx, use_cross=use_cross)
         return state
+
+    def fusion_blocks(self) -> list[Block]:
+        """The layers the fusion pass runs (``cfg.fusion_start`` on). For BLIP-style models
+        (``fusion_from_embeddings``) these are every layer, which the unimodal pass also runs."""
+        return list(self.blocks[self.cfg.fusion_start:])
+
+    def unimodal(self, state: TokenState, ctx: ForwardContext, before: PreHook | None = None) -> TokenState:
+        """The text-only pass from embedded tokens: layers ``0:cfg.unimodal_layers`` without cross-attention,
+        then the final norm."""
+        state = self.run(state, ctx, 0, self.cfg.unimodal_layers, use_cross=False, before=before)
+        return replace(state, x=self.norm(state.x))
 
     def pool_index(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Index of the pooled token per row: [CLS] for bert; for clip, ``TextConfig.pool``: the first end-of-text
@@ -93,5 +108,4 @@ class TextTransformer(nn.Module):
         if any(block.pre_hook is not None for block in self.blocks):  # text-token pruning needs the pooled index
             ctx.pool_index = self.pool_index(input_ids, attention_mask)
         ctx.image_embedding = image_embedding
-        state = self.run(state, ctx, 0, self.cfg.unimodal_layers, use_cross=False)
-        return replace(state, x=self.norm(state.x))
+        return self.unimodal(state, ctx)

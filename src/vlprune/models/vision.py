@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprune.config import VisionConfig
-from vlprune.models.layers import Block, ForwardContext, TokenState
+from vlprune.models.layers import Block, ForwardContext, PreHook, TokenState
 
 
 def sincos_2d(grid: int, width: int) -> torch.Tensor:
@@ -96,9 +96,12 @@ class VisionTransformer(nn.Module):
             state.source = torch.eye(n, device=state.x.device, dtype=state.x.dtype).expand(b, n, n)
         return state, ctx
 
-    def run(self, state: TokenState, ctx: ForwardContext, start: int = 0, end: int | None = None) -> TokenState:
-        """Run blocks ``start:end`` (without the final norm)."""
+    def run(self, state: TokenState, ctx: ForwardContext, start: int = 0, end: int | None = None,
+            before: PreHook | None = None) -> TokenState:
+        """Run blocks ``start:end`` (without the final norm); ``before`` as in ``TextTransformer.run``."""
         for block in self.blocks[start:end]:
+            if before is not None:
+                state = before(block, state, ctx)
             state = block(state, ctx)
         return state
 

@@ -66,7 +66,7 @@ MATCHABLE: dict[str, Callable[[ReduceConfig], str]] = {
     "trips": lambda c: f"keep_ratio={c.keep_ratio:.3g}",
     "evit": lambda c: f"keep_ratio={c.keep_ratio:.3g}",
     "random": lambda c: f"keep_ratio={c.keep_ratio:.3g}",
-    "tome": lambda c: f"r={c.r}" if isinstance(c.r, int) else "r=" + "/".join(map(str, c.r)),
+    "tome": lambda c: f"r={c.r}" if isinstance(c.r, int) or c.r is None else "r=" + "/".join(map(str, c.r)),
 }
 """Methods ``at_budget`` can match, with how to print the knob it chose."""
 

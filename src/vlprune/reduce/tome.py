@@ -50,18 +50,23 @@ def bipartite_merge(state: TokenState, keys: torch.Tensor, r: int) -> TokenState
                  "ToMe, Bolya et al. 2023")
 @dataclass(frozen=True)
 class ToMeConfig(ReduceConfig):
-    """``r`` tokens merged per layer: one int for every layer, or a per-layer list; ``proportional_attn``
-    adds log(size) to attention logits, as ToMe does."""
+    """``r`` tokens merged per layer: one int for every layer, or a per-layer list; ``None`` (the default) scales
+    it to the tower, ``floor(patches / 2 / layers)`` (about half the patch tokens merged by the last layer: r=8 on
+    ViT-B/16, ToMe's own setting; r=2 on the 64-patch toy models); ``proportional_attn`` adds log(size) to
+    attention logits, as ToMe does."""
 
     method = "tome"
-    r: int | tuple[int, ...] = 8
+    r: int | tuple[int, ...] | None = None
     proportional_attn: bool = True
 
-    def per_layer(self, num_layers: int) -> tuple[int, ...]:
-        return (self.r,) * num_layers if isinstance(self.r, int) else tuple(self.r)
+    def per_layer(self, vision: VisionConfig) -> tuple[int, ...]:
+        """``r`` of every layer of ``vision``."""
+        if self.r is None:
+            return (vision.num_patches // 2 // max(vision.num_layers, 1),) * vision.num_layers
+        return (self.r,) * vision.num_layers if isinstance(self.r, int) else tuple(self.r)
 
     def check(self, vision: VisionConfig) -> None:
-        rs = self.per_layer(vision.num_layers)
+        rs = self.per_layer(vision)
         if len(rs) != vision.num_layers or not all(isinstance(v, int) and v >= 0 for v in rs):
             raise ConfigError(f"ToMeConfig.r={self.r!r} is invalid: expected an int >= 0 or one per layer "
                               f"({vision.num_layers} layers)")
@@ -74,7 +79,7 @@ class ToMeConfig(ReduceConfig):
 
     def schedule(self, vision: VisionConfig) -> list[tuple[int, int]]:
         n, out = vision.num_patches + 1, []
-        for r in self.per_layer(vision.num_layers):
+        for r in self.per_layer(vision):
             out.append((n, n - r))
             n -= r
         return out
@@ -83,7 +88,7 @@ class ToMeConfig(ReduceConfig):
 def attach_tome(model, config: ToMeConfig) -> None:
     """Merge ``r`` tokens after the attention of every layer with ``r > 0`` (``vlprune.apply``)."""
     model.visual.proportional_attn = config.proportional_attn
-    for block, r in zip(model.visual.blocks, config.per_layer(len(model.visual.blocks))):
+    for block, r in zip(model.visual.blocks, config.per_layer(model.config.vision)):
         if r > 0:
             block.wants_keys = True
             block.mid_hook = _merge_hook(r)

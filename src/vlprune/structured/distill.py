@@ -9,23 +9,21 @@
   block output of the student, matched to the teacher layer it came from through the ``layer_map``s.
 
 Terms of a tower that is frozen and unpruned in the student are exactly zero and are skipped (``towers``).
+``vlprune.train.distill.distil`` trains a student with this objective.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from vlprune.models.contrastive import itc_loss
 from vlprune.models.io import Model
 from vlprune.structured.plan import TOWERS, tower_config
 from vlprune.structured.towers import Batch, begin, finish, run
-from vlprune.train.contrastive import itc_loss
-from vlprune.train.trainer import TrainConfig, Trainer
 
 DEFAULT_WEIGHTS = (1.0, 1e3, 1.0)
 
@@ -105,23 +103,3 @@ class DistillObjective:
         out["hidn"] = hidden_loss({t: hid[t] for t in self.towers}, {t: t_hid[t] for t in self.towers}, maps)
         out["loss"] = out["itc"] + self.alpha * out["sim"] + self.beta * out["feat"] + self.gamma * out["hidn"]
         return out
-
-
-def distil(student: Model, teacher: Model, dataset: Sequence, collate, config: TrainConfig, out_dir: str | Path,
-           towers: tuple[str, ...] = TOWERS, weights: tuple[float, float, float] = DEFAULT_WEIGHTS,
-           progress: bool = True) -> dict:
-    """Train ``student`` in place with eq. 7 on ``dataset`` (the existing ``Trainer``). Only the parameters of
-    ``towers`` (blocks, embeddings, projection) and the temperature are trained; the other tower stays frozen,
-    as in the paper's fine-tuning stage. Returns the last logged metrics."""
-    frozen_teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
-    parts = {"vision": ("visual", "visual_proj"), "text": ("text", "text_proj")}
-    trainable = {name for t in towers for name in parts[t]} | {"logit_scale"}
-    for name, param in student.named_parameters():
-        param.requires_grad_(name.split(".")[0] in trainable)
-    alpha, beta, gamma = weights
-    objective = DistillObjective(frozen_teacher, tuple(towers), alpha, beta, gamma)
-    trainer = Trainer(student, objective, dataset, collate, config, out_dir, progress=progress)
-    frozen_teacher.to(trainer.device)
-    metrics = trainer.fit(resume=False)
-    student.requires_grad_(True).eval()
-    return metrics

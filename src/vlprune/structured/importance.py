@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlprune.eval.retrieval import retrieval_metrics
+from vlprune import distributed as D
 from vlprune.models.io import Model
+from vlprune.retrieval import retrieval_metrics
 from vlprune.structured.plan import PrunePlan, TowerPlan, tower_config
 from vlprune.structured.prune import blocks, masked
 from vlprune.structured.rewire import TaylorScores
 from vlprune.structured.towers import Batch, Partial, begin, encode, finish, other, run
-from vlprune.train import distributed as D
 
 KINDS = ("head", "group", "layer")
 METHODS = ("mope", "magnitude", "taylor", "random", "every-other-layer")

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from vlprune.models.contrastive import itc_loss
 from vlprune.models.io import Model
 from vlprune.models.layers import StructureMask
 from vlprune.structured.prune import blocks, clear_masks
 from vlprune.structured.towers import Batch, encode
-from vlprune.train.contrastive import itc_loss
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Training: the generic loop (``trainer``), distributed helpers, objectives and the toy-world recipe."""
+"""Training: the generic loop (``trainer``), objectives, the toy-world recipe, and the methods' training runs
+(SmartTrim fine-tuning, MoPE distillation, the prune recipe)."""
 
 from vlprune.train.checkpoint import latest_checkpoint, load_checkpoint_weights
-from vlprune.train.distributed import DistributedError, all_gather_with_grad
 from vlprune.train.trainer import (
     NonFiniteLossError,
     TrainConfig,
@@ -12,5 +12,5 @@ from vlprune.train.trainer import (
     seed_everything,
 )
 
-__all__ = ["DistributedError", "NonFiniteLossError", "TrainConfig", "TrainContext", "Trainer", "TrainingStopped",
-           "all_gather_with_grad", "latest_checkpoint", "load_checkpoint_weights", "lr_at", "seed_everything"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainContext", "Trainer", "TrainingStopped", "latest_checkpoint",
+           "load_checkpoint_weights", "lr_at", "seed_everything"]

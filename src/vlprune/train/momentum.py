@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlprune.train.contrastive import info_nce
-from vlprune.train.distributed import all_gather_with_grad
+from vlprune.distributed import all_gather_with_grad
+from vlprune.models.contrastive import info_nce
 
 
 class MomentumQueue(nn.Module):

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from vlprune.data.cells import cell_patch_grid, target_cell_attention
+from vlprune.models.contrastive import itc_loss, sample_hard_negatives
 from vlprune.models.fusion import FusionModel
 from vlprune.models.layers import TokenState
 from vlprune.tokenizer import MASK_ID, SPECIAL_TOKENS
-from vlprune.train.contrastive import itc_loss
 from vlprune.train.momentum import MomentumQueue, queued_itc_loss
 from vlprune.train.scene import SceneProbes, grounding_loss
 
@@ -26,17 +26,6 @@ TASKS = ("itc", "itm", "mlm", "vqa", "scene", "ground", "ground_object")
 """Grounded VQA on the toy world (with ``vqa``): ``ground`` tells the fusion layers where the object of each question
 is (``grounding_loss`` on their [CLS] cross-attention), ``ground_object`` (with ``scene``) what it is
 (``SceneProbes.object_loss`` on the fused [CLS])."""
-
-
-def sample_hard_negatives(similarity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """For each row, one column index != the row's own, drawn with probability softmax(similarity)."""
-    if similarity.shape[0] < 2 or similarity.shape[1] < 2:
-        raise ValueError(f"hard negatives need at least 2 pairs per micro-batch, got a similarity of shape "
-                         f"{tuple(similarity.shape)}; raise batch_size or lower grad_accum / the number of ranks")
-    weights = similarity.detach().float().softmax(dim=1)
-    weights.fill_diagonal_(0.0)
-    weights = weights + 1e-9 * (1 - torch.eye(len(weights), device=weights.device))
-    return torch.multinomial(weights.cpu(), 1, generator=generator).squeeze(1).to(similarity.device)
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, generator: torch.Generator,

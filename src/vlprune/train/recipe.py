@@ -13,6 +13,7 @@ from vlprune.config import ConfigError
 from vlprune.data.pairs import Collate, open_pairs
 from vlprune.data.sources import DataSpec, parse_data
 from vlprune.data.toyworld import toy_tokenizer
+from vlprune.distributed import env_world_size, rank
 from vlprune.method_registry import parse_method
 from vlprune.models.io import (
     CheckpointError,
@@ -26,7 +27,6 @@ from vlprune.models.io import (
 )
 from vlprune.reduce.base import apply, token_schedule
 from vlprune.registry import list_models, model_config
-from vlprune.train.distributed import env_world_size, rank
 from vlprune.train.momentum import MomentumQueue
 from vlprune.train.objectives import Objective
 from vlprune.train.scene import SceneProbes

@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vlprune.config import ConfigError
+from vlprune import distributed as D
+from vlprune.config import ConfigError, reject_unknown_fields, requirer
 from vlprune.models.io import CheckpointError, load_state_strict
-from vlprune.train import distributed as D
 from vlprune.train.checkpoint import (
     CheckpointState,
     checkpoint_candidates,
@@ -63,9 +63,7 @@ WARN_LR = 1.0  # warned above
 
 # -- config ---------------------------------------------------------------------------------------------
 
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"TrainConfig.{name}={value!r} is invalid: expected {allowed}")
+_check = requirer("TrainConfig")
 
 
 def _is_int(value: Any) -> bool:
@@ -125,10 +123,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"TrainConfig: expected a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ConfigError(f"TrainConfig: unknown field(s) {extra}; known fields are {sorted(known)}")
+        reject_unknown_fields(cls, data)
         missing = [name for name in ("steps", "batch_size") if name not in data]
         if missing:
             raise ConfigError(f"TrainConfig: missing required field(s) {missing}")

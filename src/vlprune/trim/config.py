@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vlprune.config import ConfigError, ModelConfig, check_field_types
+from vlprune.config import ConfigError, ModelConfig, check_field_types, reject_unknown_fields, requirer
 from vlprune.method_registry import register_method
 from vlprune.reduce.base import check_ratio
 
@@ -21,9 +21,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"SmartTrimConfig.{name}={value!r} is invalid: expected {allowed}")
+_require = requirer("SmartTrimConfig")
 
 
 @register_method("adaptive", "learned per-input trimming of tokens and attention heads of a fusion model",
@@ -103,10 +101,7 @@ class SmartTrimConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SmartTrimConfig:
         data = {k: v for k, v in data.items() if k != "method"}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"SmartTrimConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
     def save(self, path: str | Path) -> None:

@@ -4,9 +4,14 @@ Order of computation (each trimmer needs the other modality's [CLS]):
 
 1. image patch embedding; its mean patch feature is the image summary ``c_c`` of the text encoder's trimmers
    (the vision [CLS] carries no image information before the first vision layer);
-2. text encoder (unimodal layers), trimmed, ``c_c`` = image summary;
+2. text encoder (``TextTransformer.unimodal``), trimmed, ``c_c`` = image summary; layers the fusion pass also
+   runs (every layer of a BLIP-style model, ``fusion_from_embeddings``) are trimmed there only, so here they
+   run untrimmed;
 3. vision encoder, trimmed, ``c_c`` = the text [CLS] of step 2 (as TRIPS, the text is encoded first);
-4. fusion layers (text tokens, cross-attention to the kept image tokens), trimmed, ``c_c`` = final vision [CLS].
+4. fusion layers (``FusionModel.fuse`` on ``FusionModel.fusion_input``: text tokens, cross-attention to the
+   kept image tokens), trimmed, ``c_c`` = final vision [CLS].
+
+Steps 2-4 are the model's own passes; SmartTrim only adds a step before each layer (their ``before``).
 
 Before every layer the token trimmer scores the non-[CLS] tokens and the head trimmers score the heads of the
 layer's self-attention (and cross-attention). Modes:
@@ -22,13 +27,14 @@ layer's self-attention (and cross-attention). Modes:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from vlprune.models.fusion import FusionModel
-from vlprune.models.layers import Block, ForwardContext, TokenState
+from vlprune.models.layers import Block, ForwardContext, PreHook, TokenState
 from vlprune.trim.config import SmartTrimConfig
 from vlprune.trim.gumbel import gumbel_sigmoid_log, hard_log, logistic_noise
 from vlprune.trim.losses import keep_ratio
@@ -119,17 +125,15 @@ class SmartTrim(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: expected one of {MODES}")
         m, record = self.model, TrimRecord(scored=mode != "full")
-        image = m.visual.embed(pixel_values)
+        image, image_ctx = m.visual.begin(pixel_values)
         summary = image.x[:, 1:].mean(dim=1)
-        fusion_start = m.config.text.fusion_start
-        text = m.text.embed(input_ids, attention_mask)
-        text = self._run(m.text.blocks[:fusion_start], text, m.text.context(), summary, mode, record, probe)
-        text = replace(text, x=m.text.norm(text.x))
-        image = self._run(m.visual.blocks, image, ForwardContext(proportional_attn=m.visual.proportional_attn),
-                          text.x[:, 0], mode, record, probe)
+        fusion = set(m.text.fusion_blocks())  # trimmed in the fusion pass (BLIP: every layer)
+        text = m.text.unimodal(m.text.embed(input_ids, attention_mask), m.text.context(),
+                               self._trimming(summary, mode, record, probe, skip=fusion))
+        image = m.visual.run(image, image_ctx, before=self._trimming(text.x[:, 0], mode, record, probe))
         image = replace(image, x=m.visual.norm(image.x))
-        ctx = m.text.context(encoder_states=image.x, encoder_mask=image.mask, encoder_log_keep=image.log_keep)
-        fused = self._run(m.text.blocks[fusion_start:], text, ctx, image.x[:, 0], mode, record, probe)
+        fused = m.fuse(m.fusion_input(input_ids, attention_mask, text), image,
+                       before=self._trimming(image.x[:, 0], mode, record, probe))
         return TrimOutput(cls=fused.x[:, 0], record=record)
 
     def vqa_logits(self, pixel_values, input_ids, attention_mask=None, mode: str = "masked") -> torch.Tensor:
@@ -138,13 +142,18 @@ class SmartTrim(nn.Module):
     def itm_logits(self, pixel_values, input_ids, attention_mask=None, mode: str = "masked") -> torch.Tensor:
         return self.model.itm_head(self(pixel_values, input_ids, attention_mask, mode).cls)
 
-    def _run(self, blocks, state: TokenState, ctx: ForwardContext, other_cls: torch.Tensor, mode: str,
-             record: TrimRecord, probe: dict[str, torch.Tensor] | None) -> TokenState:
-        for block in blocks:
+    def _trimming(self, other_cls: torch.Tensor, mode: str, record: TrimRecord,
+                  probe: dict[str, torch.Tensor] | None, skip: Collection[Block] = ()) -> PreHook:
+        """The step the model's pass runs before each of its layers (``before``): trim the tokens entering the
+        layer and gate its heads, with ``other_cls`` as the other modality's [CLS]; layers in ``skip`` run
+        untrimmed."""
+        def before(block: Block, state: TokenState, ctx: ForwardContext) -> TokenState:
+            if block in skip:
+                return state
             state = self._trim_tokens(block, state, other_cls, mode, record)
             self._trim_heads(block, state.x[:, 0], other_cls, ctx, mode, record, probe)
-            state = block(state, ctx)
-        return state
+            return state
+        return before
 
     # -- tokens -----------------------------------------------------------------------------------------------
 

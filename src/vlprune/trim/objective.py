@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vlprune.train.contrastive import itc_loss
-from vlprune.train.objectives import sample_hard_negatives
+from vlprune.models.contrastive import itc_loss, sample_hard_negatives
 from vlprune.trim.losses import cost_loss, self_distillation
 from vlprune.trim.model import SmartTrim
 

@@ -15,25 +15,19 @@ first ``val_pairs`` images of ``val_data`` with their first caption (default ``v
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlprune.config import ConfigError, check_field_types, reject_unknown_fields
+from vlprune.config import requirer
 from vlprune.data.pairs import Collate, open_pairs
 from vlprune.data.sources import parse_data
-from vlprune.data.toyworld import ToyWorld
-from vlprune.eval.evaluate import evaluate_retrieval
-from vlprune.method_registry import register_method
 from vlprune.models.flops import model_gflops
 from vlprune.models.io import Model
 from vlprune.structured.budget import depth_plan, target_count, tower_params, width_plan
-from vlprune.structured.distill import DEFAULT_WEIGHTS, distil
+from vlprune.structured.config import PruneConfig
 from vlprune.structured.importance import (
-    METHODS,
-    METRICS,
     CostTable,
     every_other_layer_table,
     magnitude_table,
@@ -41,99 +35,15 @@ from vlprune.structured.importance import (
     random_table,
     taylor_table,
 )
-from vlprune.structured.plan import TOWERS, PrunePlan
+from vlprune.structured.plan import PrunePlan
 from vlprune.structured.prune import blocks, prune
 from vlprune.structured.rewire import rewire, taylor_importance
 from vlprune.structured.towers import Batch, Pairs
 from vlprune.tokenizer import WordTokenizer
+from vlprune.train.distill import distil
 from vlprune.train.trainer import TrainConfig
 
-STAGES = ("finetune", "pretrain")
-TOWER_CHOICES = ("vision", "text", "both")
-
-
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"PruneConfig.{name}={value!r} is invalid: expected {allowed}")
-
-
-@register_method("structured", "rank heads, FFN neuron groups and layers by module-wise pruning error, prune "
-                 "width then depth, distil", "MoPE-CLIP, Lin et al. 2024", name="mope", method="mope")
-@register_method("structured", "rank modules by weight magnitude, then the same pruning and distillation", "baseline",
-                 name="magnitude", method="magnitude")
-@register_method("structured", "rank modules by first-order Taylor (gradient x weight) importance",
-                 "baseline (Molchanov et al.)", name="taylor", method="taylor")
-@register_method("structured", "rank modules at random", "baseline",
-                 name="random", method="random")
-@register_method("structured", "drop every other layer (depth only)", "baseline",
-                 name="every-other-layer", method="every-other-layer")
-@dataclass(frozen=True)
-class PruneConfig:
-    """One pruning run. ``target_params``: fraction of each pruned tower's parameters to keep.
-    ``keep_layers``: fraction of layers the depth step keeps (None: 1.0 for targets >= 0.5, else 0.75, as the
-    paper's 18 of 24 layers); width pruning aims at ``target / keep_layers`` of the prunable block params."""
-
-    method: str = "mope"
-    data: str = "toyworld:train"        # pairs for gradient scores, rewiring and distillation
-    val_data: str = "toyworld:val"      # retrieval set for MoPE's Z
-    stage: str = "finetune"
-    tower: str = "vision"
-    target_params: float = 0.5
-    keep_layers: float | None = None
-    groups: int = 8
-    metric: str = "mean_recall"
-    val_pairs: int = 200
-    grad_pairs: int = 128
-    batch_size: int = 100
-    distill_steps: int = 100
-    distill_batch: int = 32
-    lr: float = 1e-4
-    weights: tuple[float, float, float] = DEFAULT_WEIGHTS
-    fast: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
-        _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
-        for name in ("data", "val_data"):
-            try:
-                parse_data(getattr(self, name))
-            except ValueError as err:
-                raise ConfigError(f"PruneConfig.{name}={getattr(self, name)!r} is invalid: {err}") from None
-        _check(self.stage in STAGES, "stage", self.stage, f"one of {STAGES}")
-        _check(self.tower in TOWER_CHOICES, "tower", self.tower, f"one of {TOWER_CHOICES}")
-        _check(isinstance(self.target_params, (int, float)) and 0 < self.target_params <= 1, "target_params",
-               self.target_params, "a fraction in (0, 1]; 0 would prune everything")
-        _check(self.keep_layers is None or 0 < self.keep_layers <= 1, "keep_layers", self.keep_layers,
-               "None or a fraction in (0, 1]")
-        _check(self.metric in METRICS, "metric", self.metric, f"one of {METRICS}")
-        for name in ("groups", "val_pairs", "grad_pairs", "batch_size", "distill_batch"):
-            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, getattr(self, name),
-                   "an int >= 1")
-        _check(isinstance(self.distill_steps, int) and self.distill_steps >= 0, "distill_steps", self.distill_steps,
-               "an int >= 0 (0: no distillation)")
-        _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
-        _check(len(self.weights) == 3 and all(w >= 0 for w in self.weights), "weights", self.weights,
-               "(alpha, beta, gamma) >= 0")
-
-    @property
-    def towers(self) -> tuple[str, ...]:
-        return TOWERS if self.tower == "both" else (self.tower,)
-
-    @property
-    def layer_fraction(self) -> float:
-        if self.keep_layers is not None:
-            return self.keep_layers
-        return 1.0 if self.target_params >= 0.5 else 0.75
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
-        """From flags and ``--set`` values; an unknown key is one ``ConfigError`` listing the known ones."""
-        reject_unknown_fields(cls, data)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+_check = requirer("PruneConfig")
 
 
 @dataclass
@@ -240,16 +150,6 @@ class _Run:
         metrics = distil(self.student, self.teacher, self.train_data, self.collate, train,
                          self.out_dir / f"distil-{step}", cfg.towers, cfg.weights, self.progress)
         self.log(f"distil-{step}", train_metrics=metrics)
-
-
-def heldout_retrieval(tokenizer: WordTokenizer, pairs: int) -> Callable[[Model], dict]:
-    """``evaluate`` for ``run_recipe``: retrieval on the first ``pairs`` pairs of the toy world's test split."""
-    def evaluate(model: Model) -> dict:
-        world = ToyWorld("test", image_size=model.config.vision.image_size)
-        metrics = evaluate_retrieval(model.eval(), tokenizer, world, pairs)
-        return {k: v for k, v in metrics.items() if "recall" in k and not k.startswith("semantic")}
-
-    return evaluate
 
 
 def run_recipe(model: Model, tokenizer: WordTokenizer, cfg: PruneConfig, out_dir: str | Path,
