@@ -92,6 +92,18 @@ def retrieval_metrics(similarity: torch.Tensor, text_to_image: Sequence[int] | t
     return metrics
 
 
+def hits_at(similarity: torch.Tensor, text_to_image: Sequence[int] | torch.Tensor, k: int = 1
+            ) -> dict[str, list[int]]:
+    """Per query, 1 if a positive is in its top ``k`` (the tie rule above), else 0: ``image_retrieval_hit@k`` one
+    per text, ``text_retrieval_hit@k`` one per image — the items whose means are the recalls, for paired
+    comparisons of two models on the same queries."""
+    owner = torch.as_tensor(text_to_image, dtype=torch.long, device=similarity.device).flatten()
+    image_ids = torch.arange(similarity.shape[0], device=similarity.device)
+    image_hits = _ranks(similarity.T, lambda a, b: owner[a:b, None] == image_ids[None, :]) < k
+    text_hits = _ranks(similarity, lambda a, b: image_ids[a:b, None] == owner[None, :]) < k
+    return {f"image_retrieval_hit@{k}": image_hits.int().tolist(), f"text_retrieval_hit@{k}": text_hits.int().tolist()}
+
+
 def rerank_topk(first_stage: torch.Tensor, k: int,
                 score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 batch_size: int | None = None) -> torch.Tensor:

@@ -24,13 +24,13 @@ from vlprune.data.sources import (
     parse_data,
 )
 from vlprune.data.toyworld import ANSWERS, ToyWorld
-from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type
+from vlprune.eval.vqa import vqa_accuracy, vqa_accuracy_by_type, vqa_scores
 from vlprune.eval.zeroshot import zeroshot_classifier, zeroshot_metrics
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model
 from vlprune.models.layers import TokenState
 from vlprune.reduce.base import apply, reduced_gflops, token_schedule
-from vlprune.retrieval import rerank_topk, retrieval_metrics
+from vlprune.retrieval import hits_at, rerank_topk, retrieval_metrics
 from vlprune.tokenizer import WordTokenizer
 
 TASKS = ("retrieval", "zeroshot", "vqa")
@@ -141,7 +141,7 @@ def _pair_scorer(model: Model, images: _Images, texts: _Texts, guided: bool):
 
 def reranked_metrics(similarity: torch.Tensor, rerank_k: int,
                      itm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int,
-                     text_image: list[int], truth: torch.Tensor | None) -> dict:
+                     text_image: list[int], truth: torch.Tensor | None, per_item: bool = False) -> dict:
     """Recall after re-ranking each query's top ``rerank_k`` first-stage candidates with ``itm(image_rows,
     text_cols)`` (one score per pair), both directions; ``text_image`` and ``truth`` as ``retrieval_metrics``'s
     ``text_to_image`` and ``text_positives``."""
@@ -153,14 +153,19 @@ def reranked_metrics(similarity: torch.Tensor, rerank_k: int,
     for prefix in ("", "semantic_"):
         keys = [k for k in metrics if k.startswith((prefix + "image_retrieval", prefix + "text_retrieval"))]
         metrics[prefix + "mean_recall"] = float(np.mean([metrics[k] for k in keys]))
+    if per_item:
+        metrics["per_item"] = {"image_retrieval_hit@1": hits_at(t2i.T, text_image)["image_retrieval_hit@1"],
+                               "text_retrieval_hit@1": hits_at(i2t, text_image)["text_retrieval_hit@1"]}
     return metrics
 
 
 @torch.no_grad()
 def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, data: ToyWorld | RetrievalData,
-                       count: int | None = None, batch_size: int = 128, rerank_k: int = 16) -> dict:
+                       count: int | None = None, batch_size: int = 128, rerank_k: int = 16,
+                       per_item: bool = False) -> dict:
     """R@1/5/10 both ways (CLIP_benchmark keys) on a retrieval set (or a toy-world split's first ``count``
-    items); toy-world sets add semantic recall and the split's ceiling.
+    items); toy-world sets add semantic recall and the split's ceiling. ``per_item``: also each query's hit@1
+    (``metrics["per_item"]``), for paired comparisons (``vlprune.experiments``).
 
     Fusion models re-rank each query's top ``rerank_k`` ITC candidates with ITM (``rerank_k=0``: ITC only).
     A text-guided method (ELIP λ < 1, TRIPS) cannot embed an image before it knows the text, so retrieval is
@@ -185,9 +190,10 @@ def evaluate_retrieval(model: Model, tokenizer: WordTokenizer, data: ToyWorld | 
     counts = {"pairs": len(data.captions), "images": len(data), "texts": len(data.captions)}
     score = _pair_scorer(model, images, texts, guided) if rerank_k else None
     if score is None:
-        return {**first_stage, **data.ceiling(), **counts}
+        items = {"per_item": hits_at(similarity, data.text_image)} if per_item else {}
+        return {**first_stage, **data.ceiling(), **counts, **items}
     result: dict = {"first_stage_" + k: v for k, v in first_stage.items() if not k.startswith("semantic")}
-    metrics = reranked_metrics(similarity, rerank_k, score, batch_size, data.text_image, truth)
+    metrics = reranked_metrics(similarity, rerank_k, score, batch_size, data.text_image, truth, per_item)
     second = "guided re-encoding" + (" + ITM" if isinstance(model, FusionModel) else " + cosine") if guided else "ITM"
     return {**result, **metrics, "rerank_k": rerank_k, "second_stage": second, **data.ceiling(), **counts}
 
@@ -225,7 +231,7 @@ def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, data: ToyWorld | C
 
 @torch.no_grad()
 def evaluate_vqa(model: Model, tokenizer: WordTokenizer, data: ToyWorld | VQAData, count: int | None = None,
-                 batch_size: int = 128, answers: list[str] | None = None) -> dict:
+                 batch_size: int = 128, answers: list[str] | None = None, per_item: bool = False) -> dict:
     """Accuracy of the answer classifier over ``answers`` (the model's answer vocabulary; the toy world's by
     default), overall and per question type; multi-annotator answers score as VQA v2 does. Questions whose
     reference answers are all outside the vocabulary are counted (``out_of_vocabulary``): the model cannot get
@@ -247,7 +253,8 @@ def evaluate_vqa(model: Model, tokenizer: WordTokenizer, data: ToyWorld | VQADat
         predictions += [vocabulary[a] for a in model.vqa_logits(pixels, ids, mask).argmax(-1).tolist()]
     references = [r[0] if len(r) == 1 else r for r in data.answers]
     known = set(vocabulary)
-    return {"vqa_accuracy": vqa_accuracy(predictions, references),
+    items = {"per_item": {"vqa_score": vqa_scores(predictions, references)}} if per_item else {}
+    return {**items, "vqa_accuracy": vqa_accuracy(predictions, references),
             "vqa_accuracy_by_type": vqa_accuracy_by_type(predictions, references, data.question_types),
             "out_of_vocabulary": sum(not known & set(r) for r in data.answers), "questions": len(data)}
 

@@ -46,8 +46,9 @@ def _as_lists(predictions: Sequence[str] | torch.Tensor,
     return preds, refs
 
 
-def _scores(predictions: Sequence[str] | torch.Tensor,
-            answers: Sequence[Sequence[str]] | Sequence[str] | torch.Tensor) -> list[float]:
+def vqa_scores(predictions: Sequence[str] | torch.Tensor,
+               answers: Sequence[Sequence[str]] | Sequence[str] | torch.Tensor) -> list[float]:
+    """Each question's accuracy (exact match or VQA soft score): the items a paired comparison resamples."""
     preds, refs = _as_lists(predictions, answers)
     return [float(pred == ref[0]) if len(ref) == 1 else min(ref.count(pred) / 3.0, 1.0)
             for pred, ref in zip(preds, refs)]
@@ -56,7 +57,7 @@ def _scores(predictions: Sequence[str] | torch.Tensor,
 def vqa_accuracy(predictions: Sequence[str] | torch.Tensor,
                  answers: Sequence[Sequence[str]] | Sequence[str] | torch.Tensor) -> float:
     """Mean per-question accuracy (exact match or VQA soft score, see the module docstring)."""
-    scores = _scores(predictions, answers)
+    scores = vqa_scores(predictions, answers)
     return sum(scores) / len(scores)
 
 
@@ -64,7 +65,7 @@ def vqa_accuracy_by_type(predictions: Sequence[str] | torch.Tensor,
                          answers: Sequence[Sequence[str]] | Sequence[str] | torch.Tensor,
                          types: Sequence[str]) -> dict[str, float]:
     """Mean accuracy per question type (e.g. ``yes/no``, ``number``, ``other``)."""
-    scores = _scores(predictions, answers)
+    scores = vqa_scores(predictions, answers)
     if len(types) != len(scores):
         raise ValueError(f"{len(types)} question types for {len(scores)} questions")
     totals: dict[str, list[float]] = {}

@@ -148,15 +148,8 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
     wrong_dtype = [f"{k}: checkpoint {state[k].dtype} vs model {v.dtype}"
                    for k, v in expected.items() if k in state and _dtype_kind(state[k]) != _dtype_kind(v)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {short_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {short_list(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches {short_list(mismatched)}")
-    if wrong_dtype:
-        problems.append(f"dtype mismatches (integer vs floating point) {short_list(wrong_dtype)}")
+    problems = key_problems({"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": mismatched,
+                             "dtype mismatches (integer vs floating point)": wrong_dtype})
     if problems:
         raise CheckpointError(f"{source} does not fit its config: " + "; ".join(problems) +
                               ". Was it saved from another architecture or edited by hand?")
@@ -168,6 +161,12 @@ def _dtype_kind(tensor: torch.Tensor) -> str:
     if tensor.dtype.is_floating_point:
         return "floating"
     return "complex" if tensor.dtype.is_complex else "integer"
+
+
+def key_problems(found: dict[str, list[str]], limit: int = 8) -> list[str]:
+    """``["missing keys [a, b]", ...]``: one phrase per non-empty list of ``found`` (label -> items), for one
+    error message naming every problem of a state dict."""
+    return [f"{label} {short_list(items, limit)}" for label, items in found.items() if items]
 
 
 def short_list(items: list[str], limit: int = 8) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vlprune.models.io import CheckpointError, short_list
+from vlprune.models.io import CheckpointError, key_problems
 
 
 class ConversionError(CheckpointError):
@@ -66,11 +66,9 @@ def to_ours(entries: list[Entry], state: dict[str, torch.Tensor], source: str,
     missing = sorted(e.theirs for e in entries if e.theirs not in state)
     read = {e.theirs for e in entries}
     extra = sorted(k for k in state if k not in read and not k.endswith(ignore))
-    problems = []
-    if missing:
-        problems.append(f"missing keys {short_list(missing, 10)}")
+    problems = key_problems({"missing keys": missing, "unexpected keys": extra}, limit=10)
     if extra:
-        problems.append(f"unexpected keys {short_list(extra, 10)} (an architecture option vlprune does not support?)")
+        problems[-1] += " (an architecture option vlprune does not support?)"
     if problems:
         raise ConversionError(f"{source}: " + "; ".join(problems))
     out: dict[str, torch.Tensor] = {}
