@@ -356,6 +356,28 @@ def cmd_export_toyworld(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from vlprune.experiments.claims import claims, stale_claims, write_claims
+
+    out = Path(args.out)
+    if args.check:
+        problems = stale_claims(out)
+        for problem in problems:
+            print(f"stale: {problem}")
+        print(f"{len(problems)} stale" if problems else f"{out / 'claims.json'}: every claim matches the shipped "
+              "weights and its spec")
+        return 1 if problems else 0
+    if args.only and args.only not in [c.id for c in claims()]:
+        raise ValueError(f"--only {args.only!r}: no such claim; known: {', '.join(c.id for c in claims())}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    entries = write_claims(out, Path(args.store), args.only)
+    for e in entries:
+        print(f"{e['id']}: {e['verdict']}")
+    print(f"wrote {out / 'claims.json'} and {out / 'claims.md'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vlprune.demo import run_demo
 
@@ -538,6 +560,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-format", default="png", choices=["png", "jpg"], help="png is lossless")
     p.add_argument("--shard-size", type=_positive_int, default=100, help="wds: samples per tar shard")
     p.set_defaults(func=cmd_export_toyworld)
+
+    p = add("results", help="decide the papers' claims on the shipped models: docs/results/claims.{json,md}",
+            description="Run (or reuse) the evaluation runs every claim needs — each kept under a key of its spec "
+            "and the weights' SHA-256 in --store, never recomputed — and write the claims file with paired "
+            "bootstrap intervals and verdicts. --check lists claims whose recorded weights or spec no longer match "
+            "and exits 1 when any are stale.")
+    p.add_argument("--only", metavar="ID", help="decide this claim only (the others keep their recorded entries)")
+    p.add_argument("--check", action="store_true", help="compute nothing; exit 1 if any claim is stale")
+    p.add_argument("--out", default="docs/results", help="where claims.json and claims.md are written")
+    p.add_argument("--store", default="runs/experiments", help="run records, one JSON per run key")
+    p.add_argument("--threads", type=_positive_int, help="torch threads")
+    p.set_defaults(func=cmd_results)
 
     p = add("demo", help="evaluate the bundled models on the toy world and write a report")
     p.add_argument("--out", default="runs/demo")
