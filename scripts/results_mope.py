@@ -75,7 +75,7 @@ def throughputs(models: dict[str, object], tower: str, batch: int = 32, rounds: 
     (``vlprune.eval.bench.interleaved_medians``: median of 5 calls per round, median over rounds)."""
     calls = {label: _tower_call(model, tower, batch) for label, model in models.items()}
     timed = interleaved_medians(list(calls), calls.__getitem__, rounds, warmup=1, iters=5)
-    return {label: batch / seconds for label, (seconds, _) in timed.items()}
+    return {label: batch / timing.median for label, timing in timed.items()}
 
 
 def one_run(model, tokenizer, args, tower: str, budget: float, method: str, cache: dict) -> tuple[dict, object]:

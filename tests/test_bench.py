@@ -9,7 +9,7 @@ import vlprune
 from helpers.tiny import tiny_clip_config
 from vlprune.cli import main
 from vlprune.config import ConfigError
-from vlprune.eval.bench import bench_image_tower, write_rows
+from vlprune.eval.bench import BenchRow, bench_image_tower, speed_notes, write_rows
 from vlprune.method_registry import parse_method
 from vlprune.reduce import ELIPConfig, EViTConfig, ToMeConfig, TRIPSConfig
 
@@ -105,3 +105,23 @@ def test_rounds_interleave_methods_so_a_cold_start_does_not_favour_them(clip_con
     assert rows[1].measured_speedup == pytest.approx(1.0)
     with pytest.raises(ValueError, match="rounds=0"):
         bench_image_tower(model, specs, batch_sizes=(2,), rounds=0)
+
+
+def test_rows_carry_spread_efficiency_and_notes(clip_config, monkeypatch):
+    """Round medians 1.0 / 1.3 / 1.0 s give a 30% spread (flagged); efficiency is measured over ideal; the notes
+    name each method's fastest batch and a batch at which it got slower per image."""
+    times = iter([1.0, 1.0, 1.3, 1.3, 1.0, 1.0] * 2 + [0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    monkeypatch.setattr("vlprune.eval.bench.measure", lambda fn, warmup, iters, device: (next(times), None))
+    model = vlprune.build_model(clip_config)
+    rows = bench_image_tower(model, ["none"], batch_sizes=(2, 4), rounds=3)
+    small, big = rows
+    assert small.ms_per_batch == pytest.approx(1000.0) and small.ms_min == pytest.approx(1000.0)
+    assert small.ms_max == pytest.approx(1300.0) and small.spread_pct == pytest.approx(30.0) and small.unstable
+    assert small.efficiency == pytest.approx(1.0)
+    notes = speed_notes(rows)
+    assert "none: fastest per image at batch 4 (4.0 img/s)" in notes
+    assert any("rounds spread 30%" in n for n in notes)
+    slow = [BenchRow("m", "x", "{}", 1, 10.0, 100.0, 1.0, 1, None, 2, "cpu", "float32", ms_min=100, ms_max=101),
+            BenchRow("m", "x", "{}", 8, 5.0, 1600.0, 1.0, 1, None, 2, "cpu", "float32", ms_min=1600, ms_max=1601)]
+    assert "x: slower per image at batch 8 (5.0 img/s) than at batch 1 (10.0 img/s)" in speed_notes(slow)
+    assert not any(r.unstable for r in slow)

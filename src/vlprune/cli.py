@@ -304,7 +304,7 @@ def _has_weights(name: str) -> bool:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from vlprune.eval.bench import bench_image_tower, write_rows
+    from vlprune.eval.bench import bench_image_tower, speed_notes, write_rows
     from vlprune.models.io import create_model
 
     if args.threads:
@@ -315,13 +315,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     specs = (args.methods or []) + (method_specs(args) if getattr(args, "method_groups", None) else [])
     rows = bench_image_tower(model, specs or ["none"], batches, args.warmup, args.iters, args.device, dtype,
                              args.rounds)
-    header = ("method", "batch", "img/s", "ms", "GFLOPs", "speedup", "ideal", "peak MB")
+    memory = "peak MB" if args.device.startswith("cuda") else "RSS+ MB"
+    header = ("method", "batch", "img/s", "ms", "spread%", "GFLOPs", "speedup", "ideal", "effic.", memory)
     print(f"{header[0]:<28} " + " ".join(f"{h:>9}" for h in header[1:]))
     for r in rows:
         peak = f"{r.peak_mem_mb:8.1f}" if r.peak_mem_mb is not None else "       ?"
+        flag = "!" if r.unstable else " "
         print(f"{r.method[:28]:<28} {r.batch:>9} {r.images_per_s:>9.1f} {r.ms_per_batch:>9.2f} "
-              f"{r.vision_gflops:>9.3f} {r.measured_speedup:>9.2f} {r.ideal_speedup:>9.2f} {peak:>9}")
-    print(f"threads={torch.get_num_threads()} device={args.device} dtype={args.dtype}")
+              f"{r.spread_pct:>8.1f}{flag} {r.vision_gflops:>9.3f} {r.measured_speedup:>9.2f} {r.ideal_speedup:>9.2f} "
+              f"{r.efficiency:>9.2f} {peak:>9}")
+    print(f"threads={torch.get_num_threads()} device={args.device} dtype={args.dtype} rounds={args.rounds}: ms is "
+          "the median of the round medians, spread% (slowest - fastest round) / median, ! above 10%; efficiency = "
+          "speedup / FLOP-ideal")
+    for note in speed_notes(rows):
+        print(f"  {note}")
     if args.out:
         write_rows(rows, Path(args.out))
     return 0
@@ -520,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default="1,32,64")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=_positive_int, default=5,
                    help="interleaved rounds over the methods (each keeps the median of its round medians)")
     p.add_argument("--threads", type=_positive_int, help="torch threads (recorded in every row)")
     p.add_argument("--device", default="cpu")

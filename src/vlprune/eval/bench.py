@@ -45,6 +45,39 @@ class BenchRow:
     dtype: str
     measured_speedup: float = 1.0
     ideal_speedup: float = 1.0
+    ms_min: float = 0.0        # fastest and slowest round median (ms per batch)
+    ms_max: float = 0.0
+    rounds: int = 1
+
+    @property
+    def efficiency(self) -> float:
+        """Measured speedup over the FLOP-ideal one (1.0: every FLOP saved is time saved)."""
+        return self.measured_speedup / self.ideal_speedup
+
+    @property
+    def spread_pct(self) -> float:
+        """(slowest - fastest round) / median, in percent."""
+        return 100.0 * (self.ms_max - self.ms_min) / self.ms_per_batch
+
+    @property
+    def unstable(self) -> bool:
+        """Rounds disagree by more than ``UNSTABLE_SPREAD_PCT``: read the row with care."""
+        return self.spread_pct > UNSTABLE_SPREAD_PCT
+
+
+UNSTABLE_SPREAD_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call over interleaved rounds: the median of the round medians, the fastest and slowest round
+    median, and the largest peak memory growth (None if unknown)."""
+
+    median: float
+    low: float
+    high: float
+    peak: float | None
+    rounds: int
 
 
 def _peak_rss_reset() -> bool:
@@ -91,8 +124,8 @@ def measure(fn: Callable[[], object], warmup: int, iters: int, device: torch.dev
 
 def interleaved_medians(keys: Sequence[K], prepare: Callable[[K], Callable[[], object]], rounds: int = 3,
                         warmup: int = 3, iters: int = 10, device: str | torch.device = "cpu"
-                        ) -> dict[K, tuple[float, float | None]]:
-    """Per key: median over ``rounds`` of the per-round median seconds per call, and the largest peak memory.
+                        ) -> dict[K, Timing]:
+    """Per key: the ``Timing`` of ``rounds`` rounds (each the median of ``iters`` timed calls).
 
     Every round times every key once, in turn (``prepare(key)`` returns the call to time, e.g. after switching a
     method on), so a cold start or a burst of load elsewhere hits all keys alike instead of whichever was timed
@@ -109,7 +142,8 @@ def interleaved_medians(keys: Sequence[K], prepare: Callable[[K], Callable[[], o
             seconds[key].append(took)
             if peak is not None:
                 peaks[key].append(peak)
-    return {key: (statistics.median(seconds[key]), max(peaks[key]) if peaks[key] else None) for key in keys}
+    return {key: Timing(statistics.median(seconds[key]), min(seconds[key]), max(seconds[key]),
+                        max(peaks[key]) if peaks[key] else None, rounds) for key in keys}
 
 
 def random_text_guide(model, batch: int, device: torch.device, length: int = 16) -> torch.Tensor:
@@ -143,7 +177,7 @@ def available_device(name: str) -> torch.device:
 
 def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] = (1, 32, 64), warmup: int = 3,
                       iters: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                      rounds: int = 3, others: dict[str, object] | None = None) -> list[BenchRow]:
+                      rounds: int = 5, others: dict[str, object] | None = None) -> list[BenchRow]:
     """Benchmark ``encode_image`` for every method spec (``none`` first is the speedup reference), then for every
     model of ``others`` (label -> model, e.g. a structurally pruned copy; no method), against the same reference.
     Timed in ``rounds`` interleaved rounds (``interleaved_medians``)."""
@@ -173,17 +207,38 @@ def bench_image_tower(model, methods: Sequence[str], batch_sizes: Sequence[int] 
         apply(net, config)
         gflops = vision_gflops(net)
         for batch in batch_sizes:
-            median, peak = timed[(m, batch)]
-            speed = batch / median
+            timing = timed[(m, batch)]
+            speed = batch / timing.median
             if config is None and net is model:
                 base_speed[batch] = speed
             rows.append(BenchRow(net.config.name, label, json.dumps(config.to_dict() if config else {}),
-                                 batch, speed, 1000 * median, gflops, net.num_params("vision"), peak,
+                                 batch, speed, 1000 * timing.median, gflops, net.num_params("vision"), timing.peak,
                                  torch.get_num_threads(), dev.type, str(dtype).replace("torch.", ""),
                                  speed / base_speed[batch] if batch in base_speed else float("nan"),
-                                 base_gflops / gflops))
+                                 base_gflops / gflops, 1000 * timing.low, 1000 * timing.high, timing.rounds))
     apply(model, None)
     return rows
+
+
+def speed_notes(rows: list[BenchRow]) -> list[str]:
+    """What the table alone hides, derived from the rows: each method's fastest batch size, any method slower
+    per image at a bigger batch than at a smaller one, and rows whose rounds disagree by more than 10%."""
+    notes = []
+    for method in dict.fromkeys(r.method for r in rows):
+        own = sorted((r for r in rows if r.method == method), key=lambda r: r.batch)
+        best = max(own, key=lambda r: r.images_per_s)
+        notes.append(f"{method}: fastest per image at batch {best.batch} ({best.images_per_s:.1f} img/s)")
+        slower = [(a, b) for a, b in zip(own, own[1:]) if b.images_per_s < a.images_per_s]
+        notes += [f"{method}: slower per image at batch {b.batch} ({b.images_per_s:.1f} img/s) than at batch "
+                  f"{a.batch} ({a.images_per_s:.1f} img/s)" for a, b in slower]
+    notes += [f"{r.method} at batch {r.batch}: rounds spread {r.spread_pct:.0f}% (> {UNSTABLE_SPREAD_PCT:.0f}%): "
+              "unstable, re-run on a quieter machine" for r in rows if r.unstable]
+    return notes
+
+
+def row_dict(row: BenchRow) -> dict:
+    """A row with its derived columns (efficiency, spread, unstable) for CSV / JSON."""
+    return {**asdict(row), "efficiency": row.efficiency, "spread_pct": row.spread_pct, "unstable": row.unstable}
 
 
 def write_rows(rows: list[BenchRow], out: Path) -> None:
@@ -191,9 +246,10 @@ def write_rows(rows: list[BenchRow], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         with out.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0])))
+            writer = csv.DictWriter(handle, fieldnames=list(row_dict(rows[0])))
             writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
+            writer.writerows(row_dict(r) for r in rows)
     else:
         machine = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__}
-        out.write_text(json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        out.write_text(json.dumps({"machine": machine, "rows": [row_dict(r) for r in rows],
+                                   "notes": speed_notes(rows)}, indent=2) + "\n")
