@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from results_scene_loss import page, page_arguments, write_page
-
 import vlprune
 from vlprune.data.toyworld import ToyWorld, toy_tokenizer
 from vlprune.eval.evaluate import evaluate
 from vlprune.eval.grounding import question_cell_attention, question_object_probe
+from vlprune.experiments.pages import page, page_arguments, write_page
 from vlprune.train.recipe import train
 from vlprune.train.trainer import TrainConfig
 
@@ -88,7 +87,7 @@ def main() -> None:
                         help="steps of a last ungrounded row, as many as the shipped stage 3 (0: none)")
     parser.add_argument("--count", type=int, default=1000, help="validation questions")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the shape probes are fit on")
-    page_arguments(parser, "grounding")
+    page_arguments(parser, ROOT / "docs" / "results", ROOT / "runs" / "grounding")
     write_page(parser.parse_args(), "grounding", runs, render, models=("toy-clip", "toy-fusion"))
 
 

@@ -18,9 +18,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from results_scene_loss import _scores, page, page_arguments, write_page  # the same scores, the same page layout
-
 import vlprune
+from vlprune.experiments.pages import page, page_arguments, write_page
+from vlprune.experiments.toy_scores import toy_clip_scores
 from vlprune.models.io import weights_sha256
 from vlprune.registry import toy_clip
 from vlprune.train.recipe import train
@@ -65,7 +65,8 @@ def runs(args) -> list[dict]:
     final = train("toy-clip-gap", args.runs / "itc-scene-scratch-mean-pool", {"itc": 1.0, "scene": 1.0}, scratch,
                   twins=1, scene_loss="balanced")
     rows = [{"start": "from scratch", "pool": "cls", **cls["from scratch"]},
-            {"start": "from scratch", "pool": "mean", "steps": args.scratch_steps, **_scores(str(final), args, True)}]
+            {"start": "from scratch", "pool": "mean", "steps": args.scratch_steps,
+             **toy_clip_scores(str(final), args.count, args.probe_count, True)}]
     print(f"[pooling] {rows[-1]}", flush=True)
     further = TrainConfig(steps=args.itc_steps, batch_size=16, lr=5e-4, warmup_steps=min(50, args.itc_steps), seed=0,
                           ckpt_every=100, log_every=20)
@@ -73,7 +74,8 @@ def runs(args) -> list[dict]:
     final = train(str(init), args.runs / "itc-scene-from-toy-clip-mean-pool", {"itc": 1.0, "scene": 1.0}, further,
                   twins=3, scene_loss="balanced")
     rows += [{"start": "from toy-clip", "pool": "cls", **cls["from toy-clip"]},
-             {"start": "from toy-clip", "pool": "mean", "steps": args.itc_steps, **_scores(str(final), args, True)}]
+             {"start": "from toy-clip", "pool": "mean", "steps": args.itc_steps,
+              **toy_clip_scores(str(final), args.count, args.probe_count, True)}]
     print(f"[pooling] {rows[-1]}", flush=True)
     return rows
 
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument("--scratch-steps", type=int, default=600, help="steps from scratch")
     parser.add_argument("--count", type=int, default=1000, help="validation scenes / pairs")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the cell probe is fit on")
-    page_arguments(parser, "pooling")
+    page_arguments(parser, ROOT / "docs" / "results", ROOT / "runs" / "pooling")
     args = parser.parse_args()
     write_page(args, "pooling", runs, render)
 

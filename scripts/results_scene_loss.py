@@ -25,44 +25,25 @@ colour / shape / size from its pooled patch tokens), and the ITC runs by retriev
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-import vlprune
-from vlprune.data.toyworld import ToyWorld
-from vlprune.eval.binding import binding_accuracy
-from vlprune.eval.cell_probe import cell_probe_accuracy
-from vlprune.eval.evaluate import evaluate
-from vlprune.models.io import weights_sha256
+from vlprune.experiments.pages import page, page_arguments, write_page
+from vlprune.experiments.toy_scores import toy_clip_scores
 from vlprune.train.recipe import train
 from vlprune.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _scores(model_dir: str, args, retrieval: bool) -> dict[str, float]:
-    model, tokenizer = vlprune.load(model_dir), vlprune.load_tokenizer("toy-clip")
-    row = cell_probe_accuracy(model, ToyWorld("train"), ToyWorld("val"), args.probe_count, args.count)
-    if retrieval:
-        metrics = evaluate(model, tokenizer, "retrieval", f"toyworld:val:{args.count}")["metrics"]
-        row.update({"IR@1": metrics["image_retrieval_recall@1"], "TR@1": metrics["text_retrieval_recall@1"]})
-        row.update(binding_accuracy(model, tokenizer, ToyWorld("val"), args.count))
-    return row
-
-
 def runs(args) -> list[dict]:
     rows = [{"setting": "shipped toy-clip (start of the ITC runs)", "scene loss": "mean", "steps": 0,
-             **_scores("toy-clip", args, retrieval=True)}]
+             **toy_clip_scores("toy-clip", args.count, args.probe_count, True)}]
     for loss in ("mean", "balanced"):
         schedule = TrainConfig(steps=args.scene_steps, batch_size=32, lr=2e-3, warmup_steps=min(50, args.scene_steps),
                                seed=0, ckpt_every=args.scene_steps, log_every=20)
         final = train("toy-clip", args.runs / f"scene-only-{loss}", {"scene": 1.0}, schedule, scene_loss=loss)
         rows.append({"setting": "scene only, from scratch", "scene loss": loss, "steps": args.scene_steps,
-                     **_scores(str(final), args, retrieval=False)})
+                     **toy_clip_scores(str(final), args.count, args.probe_count, False)})
         print(f"[scene-loss] {rows[-1]}", flush=True)
     for loss in ("mean", "balanced"):
         schedule = TrainConfig(steps=args.itc_steps, batch_size=16, lr=5e-4, warmup_steps=min(50, args.itc_steps),
@@ -70,7 +51,7 @@ def runs(args) -> list[dict]:
         final = train("toy-clip", args.runs / f"itc-scene-{loss}", {"itc": 1.0, "scene": 1.0}, schedule,
                       init_from="toy-clip", twins=3, scene_loss=loss)
         rows.append({"setting": "ITC + scene, from toy-clip", "scene loss": loss, "steps": args.itc_steps,
-                     **_scores(str(final), args, retrieval=True)})
+                     **toy_clip_scores(str(final), args.count, args.probe_count, True)})
         print(f"[scene-loss] {rows[-1]}", flush=True)
     stage_1a = TrainConfig(steps=args.scratch_steps, batch_size=32, lr=1e-3,
                            warmup_steps=min(200, args.scratch_steps // 3), seed=0, ckpt_every=100, log_every=20)
@@ -78,31 +59,15 @@ def runs(args) -> list[dict]:
         final = train("toy-clip", args.runs / f"itc-scene-scratch-{loss}", {"itc": 1.0, "scene": 1.0}, stage_1a,
                       twins=1, scene_loss=loss)
         rows.append({"setting": "ITC + scene, from scratch", "scene loss": loss, "steps": args.scratch_steps,
-                     **_scores(str(final), args, retrieval=True)})
+                     **toy_clip_scores(str(final), args.count, args.probe_count, True)})
         print(f"[scene-loss] {rows[-1]}", flush=True)
     final = train("toy-clip", args.runs / "itc-scene-after-scene-only-balanced", {"itc": 1.0, "scene": 1.0}, stage_1a,
                   init_from=str(args.runs / "scene-only-balanced" / "model"), twins=1, scene_loss="balanced")
     rows.append({"setting": "ITC + scene, after scene only", "scene loss": "balanced",
-                 "steps": f"{args.scene_steps} + {args.scratch_steps}", **_scores(str(final), args, retrieval=True)})
+                 "steps": f"{args.scene_steps} + {args.scratch_steps}",
+                 **toy_clip_scores(str(final), args.count, args.probe_count, True)})
     print(f"[scene-loss] {rows[-1]}", flush=True)
     return rows
-
-
-def table(columns: list[str], rows: list[dict]) -> list[str]:
-    """Markdown table lines: floats to 3 decimals, a missing value as a dash."""
-    def cell(value: object) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else "—" if value is None else str(value)
-
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-            *["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]]
-
-
-def page(title: str, stem: str, payload: dict, prose: str, columns: list[str]) -> str:
-    """A results page: title, where it comes from, machine and settings, the prose, the table of rows."""
-    script = Path(__file__).parent / f"results_{stem.replace('-', '_')}.py"
-    return "\n".join([f"# {title}", "", f"Written by `scripts/{script.name}` (raw values in `{stem}.json`); never "
-                      "edited by hand.", "", f"Machine: {payload['machine']}. Settings: {payload['settings']}.", "",
-                      prose, "", *table(columns, payload["rows"]), ""])
 
 
 def render(payload: dict) -> str:
@@ -122,30 +87,6 @@ def render(payload: dict) -> str:
         "ITC)."), columns)
 
 
-def page_arguments(parser: argparse.ArgumentParser, stem: str, runs: bool = True) -> None:
-    """The options every results page takes: --threads, --out and (for pages that train) --runs."""
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    if runs:
-        parser.add_argument("--runs", type=Path, default=ROOT / "runs" / stem, help="training runs (resumed)")
-
-
-def write_page(args, stem: str, runs: Callable, render: Callable[[dict], str],
-               models: tuple[str, ...] = ("toy-clip",)) -> None:
-    """Run ``runs(args)`` and write ``args.out / stem`` .json (machine, settings, the SHA-256 of the bundled
-    ``models`` it measures, rows) and .md."""
-    torch.set_num_threads(args.threads)
-    payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "python": platform.python_version()},
-               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
-               "model_sha256": {name: weights_sha256(name) for name in models}}
-    payload["rows"] = runs(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(render(payload))
-    print(f"wrote {args.out / f'{stem}.json'} and {args.out / f'{stem}.md'}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene-steps", type=int, default=600, help="steps of each scene-only run from scratch")
@@ -156,7 +97,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="validation scenes / pairs")
     parser.add_argument("--probe-count", type=int, default=2000, help="train scenes the cell probe is fit on")
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the pipeline, numbers mean little")
-    page_arguments(parser, "scene-loss")
+    page_arguments(parser, ROOT / "docs" / "results", ROOT / "runs" / "scene-loss")
     args = parser.parse_args()
     if args.quick:
         args.scene_steps, args.itc_steps, args.scratch_steps, args.count, args.probe_count = 2, 2, 3, 40, 60

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from smarttrim_report import render
 
 import vlprune
 from vlprune.config import ConfigError
@@ -34,6 +33,7 @@ from vlprune.eval.smarttrim import (
     trim_scorer,
     vqa_run,
 )
+from vlprune.experiments.smarttrim_page import render
 from vlprune.models.io import weights_sha256
 from vlprune.reduce import EViTConfig, ToMeConfig, TRIPSConfig, apply
 from vlprune.report.trim_maps import token_maps

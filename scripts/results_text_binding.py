@@ -15,20 +15,22 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from results_scene_loss import page, page_arguments, write_page
 from torch import nn
 
 from vlprune.data.toyworld import COLOURS, GRID, SHAPES, SIZES, ToyWorld, toy_tokenizer
+from vlprune.experiments.pages import page, page_arguments, write_page
 from vlprune.models.text import TextTransformer
 from vlprune.registry import toy_clip
 
 ATTRIBUTES = {"size": len(SIZES), "shape": len(SHAPES), "row": GRID, "col": GRID}
 UNKNOWN = -1
 COLOUR_NAMES = list(COLOURS)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def caption_targets(world: ToyWorld, indices: np.ndarray) -> tuple[list[str], torch.Tensor]:
@@ -132,7 +134,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--count", type=int, default=1000, help="validation captions")
     parser.add_argument("--seed", type=int, default=0)
-    page_arguments(parser, "text-binding", runs=False)
+    page_arguments(parser, ROOT / "docs" / "results")
     write_page(parser.parse_args(), "text-binding", runs, render)
 
 

@@ -369,7 +369,7 @@ def main() -> None:
     for name in args.sections:
         payload[name] = sections[name](args)
         path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    from token_reduction_report import render  # beside this script
+    from vlprune.experiments.token_reduction_page import render
 
     (args.out / "token-reduction.md").write_text(render(payload))
     print(f"wrote {path} and {args.out / 'token-reduction.md'}")

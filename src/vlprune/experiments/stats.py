@@ -60,6 +60,14 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     return PairedInterval(float(diff.mean()), float(low), float(high), len(diff), resamples, confidence)
 
 
+def bootstrap_mean_interval(scores: Sequence[float] | np.ndarray, resamples: int = 1000, seed: int = 0,
+                            confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(scores), one score per item: ``paired_bootstrap`` against zeros."""
+    scores = np.asarray(scores, dtype=np.float64)
+    interval = paired_bootstrap(scores, np.zeros_like(scores), resamples, seed, confidence)
+    return interval.ci_low, interval.ci_high
+
+
 def seed_spread(values: Sequence[float]) -> tuple[float, float]:
     """(mean, sample standard deviation) of one number over training seeds; sd is 0 for a single seed."""
     values = [float(v) for v in values]

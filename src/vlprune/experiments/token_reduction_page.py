@@ -1,6 +1,6 @@
 """Markdown for docs/results/token-reduction.md from the JSON that results_token_reduction.py writes.
 Re-render without re-measuring:
-    .venv/bin/python scripts/token_reduction_report.py docs/results/token-reduction.json"""
+    .venv/bin/python -m vlprune.experiments.token_reduction_page docs/results/token-reduction.json"""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-
-def _table(columns: list[str], rows: list[dict]) -> list[str]:
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
-        return "—" if value is None else str(value)
-
-    return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            + ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows])
+from vlprune.experiments.pages import table
 
 
 def _verdict(diffs: list[float], margins: list[float]) -> str:
@@ -130,7 +122,7 @@ def _per_task_tables(rows: list[dict], suffix: str) -> list[str]:
         if picked:
             metrics = ["vqa_accuracy"] if task == "vqa" else ["IR@1", "TR@1"]
             lines += [f"### {model} {picked[-1]['task']}{suffix}", "",
-                      *_table(["method", "target_cut", "knob", "vision_gflops", *metrics], picked), ""]
+                      *table(["method", "target_cut", "knob", "vision_gflops", *metrics], picked), ""]
     return lines
 
 
@@ -151,7 +143,7 @@ def render(payload: dict) -> str:
         lines += _per_task_tables(payload["inference"], "")
     if payload.get("ablation"):
         lines += ["## ELIP ablations at the middle cut (λ sweep, prune-only)", "",
-                  *_table(["model", "task", "variant", "knob", "vision_gflops", "vqa_accuracy", "IR@1", "TR@1"],
+                  *table(["model", "task", "variant", "knob", "vision_gflops", "vqa_accuracy", "IR@1", "TR@1"],
                           payload["ablation"]), ""]
     if payload.get("text-prune"):
         lines += ["## ELIP text-token pruning ablation (40 % of caption tokens, second half of the text encoder)", "",
@@ -161,12 +153,12 @@ def render(payload: dict) -> str:
                   "image first and runs on toy-fusion VQA only. The first and the pooled token always stay. "
                   "`text token-layers kept`: tokens entering the unimodal text layers over the texts evaluated, "
                   "relative to the unpruned captions (padding excluded) — the text compute that remains.", "",
-                  *_table(["model", "task", "strategy", "text token-layers kept", "vqa_accuracy", "IR@1", "TR@1"],
+                  *table(["model", "task", "strategy", "text token-layers kept", "vqa_accuracy", "IR@1", "TR@1"],
                           payload["text-prune"]), ""]
     if payload.get("speed"):
         lines += ["## Speed (one `bench_image_tower` run per architecture, base in the same process)", "",
                   "Text-guided methods get a random unit guide; the text tower is not timed.", "",
-                  *_table(["arch", "label", "batch", "images_per_s", "ms_per_batch", "vision_gflops",
+                  *table(["arch", "label", "batch", "images_per_s", "ms_per_batch", "vision_gflops",
                            "measured_speedup", "ideal_speedup", "peak_mem_mb", "threads", "device"],
                           payload["speed"]), ""]
     if payload.get("train-cost"):
@@ -175,7 +167,7 @@ def render(payload: dict) -> str:
                   "pass). Activation memory: tensors autograd saves for the backward pass (each storage once; "
                   "`vlprune.eval.train_cost.saved_activation_mb`) — what token reduction shrinks; weights, gradients "
                   "and optimizer state are the same for every method.", "",
-                  *_table(["arch", "method", "knob", "tasks", "batch", "train_gflops_per_pair", "sec_per_step",
+                  *table(["arch", "method", "knob", "tasks", "batch", "train_gflops_per_pair", "sec_per_step",
                            "pairs_per_s", "activation_mb", "ideal_speedup", "measured_speedup"],
                           payload["train-cost"]), ""]
     if payload.get("short-train"):
@@ -183,7 +175,7 @@ def render(payload: dict) -> str:
         lines += [f"## Short training with each method on ({steps} steps from toy-clip, ITC with twins)", "",
                   "ELIP's protocol evaluates the trained model unpruned; the same runs evaluated with the method on "
                   "are the fine-tune-with-the-method rows. Short runs: differences of a point or two are within noise.",
-                  "", *_table(["method", "knob", "steps", "train_seconds", "unpruned IR@1", "unpruned TR@1",
+                  "", *table(["method", "knob", "steps", "train_seconds", "unpruned IR@1", "unpruned TR@1",
                                "with method IR@1", "with method TR@1", "with method vision_gflops"],
                               payload["short-train"]), ""]
     if payload.get("finetune"):
@@ -202,7 +194,7 @@ def render(payload: dict) -> str:
                   "layers fresh; the method is on during pre-training only, and the VQA model is fine-tuned and "
                   "evaluated unpruned. Training GFLOPs, step time and memory of each method: the training-cost table "
                   "above. Short runs: read differences against the ± of the claims section.", "",
-                  *_table(["method", "knob", "pretrain steps", "VQA steps", "pretrain_seconds",
+                  *table(["method", "knob", "pretrain steps", "VQA steps", "pretrain_seconds",
                            "unpruned vqa_accuracy"], payload["fusion-pretrain"]), ""]
     if payload.get("clip-pretrain"):
         first = payload["clip-pretrain"][0]
@@ -218,7 +210,7 @@ def render(payload: dict) -> str:
                   "the training-cost table above, where step time is measured with every method in one process (the "
                   "runs here shared the machine with other jobs, so their wall time is not a fair clock). Read "
                   "differences against 2 SE (about ± 0.02 at these recalls on 1,000 pairs).", "",
-                  *_table(["method", "knob", "pretrain steps", "fine-tune steps", "batch", "train_gflops_per_pair",
+                  *table(["method", "knob", "pretrain steps", "fine-tune steps", "batch", "train_gflops_per_pair",
                            "activation_mb", "unpruned IR@1", "unpruned TR@1", "with method IR@1",
                            "with method TR@1"], rows), ""]
         chance = 5 / payload.get("settings", {}).get("clip_count", 1000)
