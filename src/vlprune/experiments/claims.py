@@ -193,4 +193,18 @@ def stale_claims(out_dir: Path) -> list[str]:
                 problems.append(f"{claim.id}: measured on other weights than the shipped ones")
     if (out_dir / "claims.md").read_text() != render(list(recorded.values())):
         problems.append(f"{out_dir / 'claims.md'} does not re-render from {path}")
+    return problems + stale_pages(out_dir)
+
+
+def stale_pages(out_dir: Path) -> list[str]:
+    """Results pages (``STEM.json`` with the ``model_sha256`` of the bundled models they measured) whose models
+    have changed since: their numbers describe other weights until their script is re-run."""
+    problems = []
+    for path in sorted(out_dir.glob("*.json")):
+        recorded = json.loads(path.read_text())
+        shas = recorded.get("model_sha256") if isinstance(recorded, dict) else None
+        changed = sorted(name for name, sha in (shas or {}).items() if weights_sha256(name) != sha)
+        if changed:
+            problems.append(f"{path.with_suffix('.md')}: measured on other {', '.join(changed)} weights than the "
+                            "shipped ones (re-run its script)")
     return problems
