@@ -16,6 +16,7 @@ import vlprune
 from vlprune.cli import main
 from vlprune.reduce.budget import VARIANTS
 from vlprune.registry import bundled_dir
+from vlprune.report.run_report import ACCURACY, CLAIMS
 from vlprune.structured import PrunePlan, prune
 from vlprune.structured.budget import target_count, width_plan
 from vlprune.structured.importance import magnitude_table
@@ -66,6 +67,14 @@ def demo_run(tmp_path_factory):
     return out, rows
 
 
+@pytest.fixture(scope="module")
+def report_run(request) -> Path:
+    """The run whose report the browser and overlap checks read: ``VLPRUNE_REPORT_RUN`` (a full `vlprune demo`
+    output, as `make report-screenshot` passes) or else the small demo."""
+    full = os.environ.get("VLPRUNE_REPORT_RUN")
+    return Path(full).resolve() if full else request.getfixturevalue("demo_run")[0]
+
+
 def test_demo_writes_table_results_and_report(demo_run, capsys):
     tmp_path, rows = demo_run
     printed = (tmp_path / "table.txt").read_text()
@@ -80,13 +89,74 @@ def test_demo_writes_table_results_and_report(demo_run, capsys):
     assert 0.0 <= results["base"][0]["metrics"]["image_retrieval_recall@1"] <= 1.0
     assert results["base"][3]["metrics"]["questions"] == 24
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<table>") == 2 and page.count("<tr>") == 5 + 1 + 1 + len(VARIANTS) + 2
+    claims = json.loads(CLAIMS.read_text())
+    method_rows = 1 + 1 + len(VARIANTS) + 2  # header, base, token methods, MoPE-CLIP and SmartTrim
+    assert page.count("<table>") == 4 and page.count("<tr>") == method_rows - 1 + 1 + len(claims) + 5 + method_rows
+    assert page.index("Summary: each method") < page.index("Accuracy vs analytic") < page.index("The papers")
     assert "Accuracy vs analytic image-tower GFLOPs" in page and "Token-keep maps" in page
     assert "SmartTrim: per-instance image-tower GFLOPs" in page and "MoPE-CLIP cost tables" in page
     (tmp_path / "report.html").unlink()
     assert main(["report", str(tmp_path)]) == 0 and (tmp_path / "report.html").read_text() == page
     images = re.findall(r'src="([^"]+)"', page)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
+
+
+def test_every_accuracy_has_its_interval(demo_run):
+    run_dir, _ = demo_run
+    results = json.loads((run_dir / "results.json").read_text())
+    for row in results["methods"]:
+        measured = [m for m in ACCURACY if isinstance(row[m], float)]
+        assert measured and sorted(row["intervals"]) == sorted(measured), row["method"]
+        assert all(row["intervals"][m][0] <= row[m] <= row["intervals"][m][1] for m in measured), row["method"]
+    assert all("per_item" not in r["metrics"] for r in results["method_results"])  # intervals kept, not the items
+    base = results["methods"][0]
+    low, high = base["intervals"]["toy-clip IR@1"]
+    assert f"{base['toy-clip IR@1']:.4f} [{low:.4f}, {high:.4f}]" in (run_dir / "report.html").read_text()
+
+
+def test_summary_and_claims_sections(demo_run, tmp_path):
+    from vlprune.report.run_report import render_run, summary_rows, verdict_counts
+
+    run_dir, _ = demo_run
+    results = json.loads((run_dir / "results.json").read_text())
+    claims = json.loads(CLAIMS.read_text())
+    summary = {r["method"]: r for r in summary_rows(results, claims)}
+    assert list(summary) == [r["method"] for r in results["methods"][1:]]
+    elip = [c for c in claims if c["paper"] == "ELIP"]
+    assert summary["ELIP λ=1 (vision only)"]["paper's claims"] == f"ELIP: {verdict_counts(elip)}"
+    assert summary["EViT"]["paper's claims"] == "no claim in claims.json"
+    assert 28 <= int(summary["EViT"]["GFLOPs cut"].rstrip("%")) <= 32 and summary["MoPE-CLIP"]["VQA kept"] == "—"
+    page = (run_dir / "report.html").read_text()
+    measured = next(c for c in claims if c["difference"] is not None)
+    assert measured["claim"] in page and f"[{measured['ci_low']:+.4f}, {measured['ci_high']:+.4f}]" in page
+    shutil.copy(run_dir / "results.json", tmp_path / "results.json")
+    page = render_run(tmp_path, claims=tmp_path / "claims.json").read_text()
+    assert f"{tmp_path / 'claims.json'} not found" in page and "claims.json missing" in page
+
+
+def test_pareto_plot_labels_never_overlap(report_run):
+    """Every method is named once in the legend (distinct marker and colour), no drawn text overlaps another, and
+    each caption names its front; the overlap check itself catches colliding point labels."""
+    import matplotlib.pyplot as plt
+
+    from vlprune.report.run_report import overlapping_labels, pareto_figure, pareto_rows
+
+    results = json.loads((report_run / "results.json").read_text())
+    methods = results["methods"]
+    for cost_key, higher in (("vision_gflops", False), ("img/s", True)):
+        figure = pareto_figure(methods, cost_key, cost_key, lower_is_better=not higher)
+        named = [t.get_text() for t in figure.legends[0].get_texts()]
+        plotted = [r["method"] for r in methods if any(isinstance(r[k], float) for k in ACCURACY)
+                   and isinstance(r[cost_key], (int, float))]
+        assert named == plotted + ["Pareto front"] and overlapping_labels(figure) == []
+        plt.close(figure)
+        front = ", ".join(r["method"] for r in pareto_rows(methods, cost_key, "toy-clip IR@1", not higher))
+        assert f"toy-clip IR@1: {front};" in (report_run / "report.html").read_text()
+    figure, ax = plt.subplots()
+    for label in ("ELIP", "EViT"):  # two labels beside the same point: the old plots' collision
+        ax.annotate(label, (0.5, 0.5), xytext=(3, 3), textcoords="offset points")
+    assert overlapping_labels(figure) == [("ELIP", "EViT")]
+    plt.close(figure)
 
 
 def test_smarttrim_row_is_the_mean_of_its_per_instance_gflops(demo_run):
@@ -150,12 +220,14 @@ def _chromium(*args: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package chromium; "
-                                               ".ci/run installs it)")
-def test_report_renders_in_headless_chromium(demo_run, tmp_path):
-    """Every embedded plot decodes in a real browser and both tables are there; the screenshot is kept
-    (``VLPRUNE_SCREENSHOT`` names where, e.g. docs/report.png)."""
-    run_dir, _ = demo_run
+@pytest.mark.skipif(CHROMIUM is None and "VLPRUNE_SCREENSHOT" not in os.environ,
+                    reason="headless Chromium not installed (Debian package chromium; .ci/run installs it)")
+def test_report_renders_in_headless_chromium(report_run, tmp_path):
+    """Every embedded plot decodes in a real browser (non-zero natural size) and every table is there; the
+    screenshot is kept (``VLPRUNE_SCREENSHOT`` names where: `make report-screenshot` writes docs/report.png from
+    the full demo, never from the small one)."""
+    assert CHROMIUM, "VLPRUNE_SCREENSHOT is set but headless Chromium is not installed (Debian package chromium)"
+    run_dir = report_run
     page = (run_dir / "report.html").read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", _CHECK + "</body>"))
@@ -163,7 +235,7 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     found = re.search(r"images=(\d+) broken=(\d+) tables=(\d+)", dom)
     assert found, "the check script did not run in Chromium"
     images, broken, tables = map(int, found.groups())
-    assert images == page.count("<img") and images >= 6 and broken == 0 and tables == 2
+    assert images == page.count("<img") and images >= 6 and broken == 0 and tables == page.count("<table>") >= 3
     shot = Path(os.environ.get("VLPRUNE_SCREENSHOT", tmp_path / "report.png")).resolve()
     shot.parent.mkdir(parents=True, exist_ok=True)
     _chromium(f"--screenshot={shot}", "--window-size=1280,2000", (run_dir / "report.html").as_uri())

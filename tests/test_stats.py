@@ -66,3 +66,13 @@ def test_seed_spread():
     assert seed_spread([0.5]) == (0.5, 0.0)
     mean, sd = seed_spread([1.0, 2.0, 3.0])
     assert mean == 2.0 and sd == pytest.approx(1.0)
+
+
+def test_the_interval_of_a_mean_is_the_binomial_one_and_seeded():
+    from vlprune.experiments.stats import bootstrap_mean_interval
+
+    hits = np.r_[np.ones(600), np.zeros(400)]  # accuracy 0.6 on 1,000 items: standard error sqrt(0.24 / 1000)
+    low, high = bootstrap_mean_interval(hits)
+    se = np.sqrt(0.6 * 0.4 / 1000)
+    assert low == pytest.approx(0.6 - 1.96 * se, abs=0.006) and high == pytest.approx(0.6 + 1.96 * se, abs=0.006)
+    assert bootstrap_mean_interval(hits) == (low, high) and bootstrap_mean_interval(np.full(50, 0.5)) == (0.5, 0.5)

@@ -20,6 +20,7 @@ from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.bench import bench_image_tower
 from vlprune.eval.evaluate import evaluate
 from vlprune.eval.smarttrim import batch1_inputs, batch1_latency, static_scorer, trim_scorer, vqa_run
+from vlprune.experiments.stats import bootstrap_mean_interval
 from vlprune.models.fusion import FusionModel
 from vlprune.models.io import Model, load, load_tokenizer
 from vlprune.reduce.base import apply as vlprune_apply
@@ -38,9 +39,13 @@ SCORE_KEYS = {"retrieval": ("image_retrieval_recall@1", "text_retrieval_recall@1
               "vqa": ("vqa_accuracy",)}
 CUT = 0.3  # every token method at 30 % fewer image-tower GFLOPs than the base
 GUIDED_K = 4  # text-guided methods re-encode each query's top-k in retrieval
+BENCH_BATCH = 32  # img/s and speedup of the token methods and MoPE-CLIP
 LATENCY_INPUTS = 50  # SmartTrim's batch-1 latency: at most this many of the questions
 NA = "—"  # a column that does not apply to a row
 # row -> (checkpoint directory under the assets, what writes it); the row is skipped when it is absent
+# accuracy column -> the per-item score whose mean it is (its 95% bootstrap interval goes beside it)
+PER_ITEM = {"toy-clip IR@1": "image_retrieval_hit@1", "toy-clip TR@1": "text_retrieval_hit@1",
+            "toy-fusion VQA acc": "vqa_score"}
 SHIPPED = {"SmartTrim": ("toy-fusion-smarttrim", "scripts/train_bundled.sh"),
            "MoPE-CLIP": ("toy-clip-mope", "scripts/train_bundled.sh")}
 
@@ -61,6 +66,15 @@ def load_cost_tables(directory: Path) -> list[dict]:
     """The cost tables ``vlprune prune`` writes (``cost_tables/*.json`` beside the model), each with its file."""
     return [{"file": path.name, **CostTable.from_dict(json.loads(path.read_text())).to_dict()}
             for path in sorted((directory / "cost_tables").glob("*.json"))]
+
+
+def _intervals(*results: dict) -> dict[str, list[float]]:
+    """Accuracy column -> 95% bootstrap interval of its mean from the results' per-item scores (popped from the
+    results: results.json keeps the intervals)."""
+    items: dict = {}
+    for result in results:
+        items |= result["metrics"].pop("per_item")
+    return {column: list(bootstrap_mean_interval(items[key])) for column, key in PER_ITEM.items() if key in items}
 
 
 def _score(task: str, metrics: dict) -> str:
@@ -99,8 +113,9 @@ def _table(columns: list[str], rows: list[dict]) -> str:
 
 def method_rows(models: dict, count: int, bench_iters: int = 3, pruned: tuple[Model, WordTokenizer] | None = None
                 ) -> tuple[list[dict], list[dict], dict]:
-    """Base and every token method at ``CUT``: GFLOPs, measured img/s and speedup at batch 32 (same process),
-    toy-clip retrieval R@1 and toy-fusion VQA accuracy; plus token-keep maps of the toy-clip image tower.
+    """Base and every token method at ``CUT``: GFLOPs, measured img/s and speedup at ``BENCH_BATCH`` (same
+    process), toy-clip retrieval R@1 and toy-fusion VQA accuracy with their 95% intervals; plus token-keep maps
+    of the toy-clip image tower.
     ``pruned`` (a structurally pruned toy-clip and its tokenizer) adds the MoPE-CLIP row, timed in the same
     benchmark rounds."""
     clip, clip_tok = models["toy-clip"]
@@ -108,7 +123,7 @@ def method_rows(models: dict, count: int, bench_iters: int = 3, pruned: tuple[Mo
     settings = [("base", None)] + [(label, make(clip.config, CUT)) for label, make in VARIANTS.items()]
     others = {"MoPE-CLIP": pruned[0]} if pruned else {}
     speed = {row.method: row for row in bench_image_tower(clip, [c.spec() if c else "none" for _, c in settings],
-                                                           batch_sizes=(32,), warmup=1, iters=bench_iters,
+                                                           batch_sizes=(BENCH_BATCH,), warmup=1, iters=bench_iters,
                                                            others=others)}
     world = ToyWorld("val", image_size=clip.config.vision.image_size)
     images = [world.image(i) for i in range(6)]
@@ -119,22 +134,22 @@ def method_rows(models: dict, count: int, bench_iters: int = 3, pruned: tuple[Mo
         vlprune_apply(clip, config)
         vlprune_apply(fusion, config)
         retrieval = evaluate(clip, clip_tok, "retrieval", f"toyworld:val:{count}",
-                             rerank_k=GUIDED_K if config is not None and config.text_guided else 0)
-        vqa = evaluate(fusion, fusion_tok, "vqa", f"toyworld:val:{count}")
+                             rerank_k=GUIDED_K if config is not None and config.text_guided else 0, per_item=True)
+        vqa = evaluate(fusion, fusion_tok, "vqa", f"toyworld:val:{count}", per_item=True)
         if config is not None:
             maps[label] = keep_maps(clip, pixels, guide=guide)
         results += [retrieval, vqa]
         knob = MATCHABLE[config.method](config) if config else NA
         rows.append(_clip_row(label, knob, retrieval, speed[config.spec() if config else "none"])
-                    | {"toy-fusion VQA acc": vqa["metrics"]["vqa_accuracy"]})
+                    | {"toy-fusion VQA acc": vqa["metrics"]["vqa_accuracy"], "intervals": _intervals(retrieval, vqa)})
     vlprune_apply(clip, None)
     vlprune_apply(fusion, None)
     if pruned:
-        retrieval = evaluate(*pruned, "retrieval", f"toyworld:val:{count}", rerank_k=0)
+        retrieval = evaluate(*pruned, "retrieval", f"toyworld:val:{count}", rerank_k=0, per_item=True)
         share = pruned[0].num_params("vision") / clip.num_params("vision")
         results.append(retrieval)
         rows.append(_clip_row("MoPE-CLIP", f"vision params {share:.0%}", retrieval, speed["MoPE-CLIP"])
-                    | {"toy-fusion VQA acc": NA})
+                    | {"toy-fusion VQA acc": NA, "intervals": _intervals(retrieval)})
     return rows, results, keep_map_figure(images, maps, [world.scene(i).caption for i in range(6)])
 
 
@@ -167,7 +182,8 @@ def smarttrim_row(trim: SmartTrim, tokenizer: WordTokenizer, base: FusionModel, 
     row = {"method": "SmartTrim", "knob": f"targets v/t/h={c.target_vision:g}/{c.target_text:g}/{c.target_heads:g}",
            "vision_gflops": vqa["gflops"]["mean"], "params": trim.model.num_params() + trim.trimmer_params(),
            "img/s": NA, "speedup": ms["base"] / ms["SmartTrim"], "ideal speedup": pair["base"] / pair["SmartTrim"],
-           "toy-clip IR@1": NA, "toy-clip TR@1": NA, "toy-fusion VQA acc": vqa["vqa_accuracy"]}
+           "toy-clip IR@1": NA, "toy-clip TR@1": NA, "toy-fusion VQA acc": vqa["vqa_accuracy"],
+           "intervals": {"toy-fusion VQA acc": list(bootstrap_mean_interval(vqa["per_instance"]["correct"]))}}
     latency = {"inputs": n, "ms": ms, "pair_gflops": pair, "scope": "whole VQA forward at batch 1, text unpadded"}
     return row, {"config": c.to_dict(), "trimmer_params": trim.trimmer_params(), "base_vision_gflops":
                  vision_gflops(base), "vqa": vqa, "latency": latency}
@@ -204,8 +220,9 @@ def run_demo(out: Path, count: int = 1000, method_count: int = 500, assets: Path
         methods.append(row)
         extra["smarttrim"] = {"checkpoint": str(found["SmartTrim"]), **details}
     printed += [f"\nToken methods at {CUT:.0%} fewer image-tower GFLOPs, then the shipped SmartTrim / MoPE-CLIP "
-                f"checkpoints ({method_count} pairs / questions; img/s and speedup at batch 32, measured against the "
-                f"base in this process, {torch.get_num_threads()} threads):", _table(METHOD_COLUMNS, methods)]
+                f"checkpoints ({method_count} pairs / questions; img/s and speedup at batch {BENCH_BATCH}, measured "
+                f"against the base in this process, {torch.get_num_threads()} threads):",
+                _table(METHOD_COLUMNS, methods)]
     if "smarttrim" in extra:
         printed.append("SmartTrim: mean per-instance GFLOPs; speedup = batch-1 latency of the whole VQA forward vs "
                        "the base toy-fusion, ideal = whole-pair GFLOPs ratio.")
@@ -214,6 +231,7 @@ def run_demo(out: Path, count: int = 1000, method_count: int = 500, assets: Path
     keep_figure.savefig(out / KEEP_MAPS, dpi=110, bbox_inches="tight")
     _sample_figure().savefig(out / SAMPLES, dpi=110, bbox_inches="tight")
     (out / "results.json").write_text(json.dumps({"base_rows": rows, "methods": methods, "cut": CUT,
+                                                  "method_count": method_count, "bench_batch": BENCH_BATCH,
                                                   "threads": torch.get_num_threads(), "base": results,
                                                   "method_results": method_results, **extra}, indent=2) + "\n")
     report = render_run(out)

@@ -262,12 +262,13 @@ def evaluate_vqa(model: Model, tokenizer: WordTokenizer, data: ToyWorld | VQADat
 def evaluate(model: Model, tokenizer: WordTokenizer, task: str, data: str = "toyworld:val",
              batch_size: int = 128, rerank_k: int = 16, model_name: str | None = None,
              classnames: str | None = None, templates: str | None = None, truncate: bool = False,
-             answers: list[str] | None = None) -> dict:
+             answers: list[str] | None = None, per_item: bool = False) -> dict:
     """Run one task on a ``--data`` set and return CLIP_benchmark's result layout (``dataset``, ``model``,
     ``pretrained``, ``task``, ``metrics``, ``language``) plus the model's params, GFLOPs, method and wall time.
     ``model_name``: what to record as the model (default: its config name). ``truncate``: cut texts longer than
     the model's context as CLIP_benchmark does (default: such a text is an error naming its length). ``answers``:
-    the VQA head's answer vocabulary (default: the toy world's)."""
+    the VQA head's answer vocabulary (default: the toy world's). ``per_item``: retrieval and VQA also return each
+    item's score (``metrics["per_item"]``)."""
     if task not in TASKS:
         raise ValueError(f"--task {task!r}: expected one of {TASKS}")
     if rerank_k < 0:
@@ -289,11 +290,12 @@ def evaluate(model: Model, tokenizer: WordTokenizer, task: str, data: str = "toy
     costs = _costs(model, tokenizer.max_length)
     tokenizer = partial(tokenizer, truncate=True) if truncate else tokenizer
     if task == "retrieval":
-        metrics = evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size, rerank_k=rerank_k)
+        metrics = evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size, rerank_k=rerank_k,
+                                     per_item=per_item)
     elif task == "zeroshot":
         metrics = evaluate_zeroshot(model, tokenizer, dataset, batch_size=batch_size)
     else:
-        metrics = evaluate_vqa(model, tokenizer, dataset, batch_size=batch_size, answers=answers)
+        metrics = evaluate_vqa(model, tokenizer, dataset, batch_size=batch_size, answers=answers, per_item=per_item)
     name = model_name or model.config.name
     return {"dataset": dataset.name, "model": name, "pretrained": name, "task": CLIP_BENCHMARK_TASKS[task],
             "metrics": metrics, "language": "en", "data": spec.text, "truncated_texts": truncate, "costs": costs,

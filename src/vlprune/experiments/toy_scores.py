@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import vlprune
 from vlprune.data.toyworld import ToyWorld
 from vlprune.eval.binding import binding_accuracy
 from vlprune.eval.cell_probe import cell_probe_accuracy
 from vlprune.eval.evaluate import evaluate
+from vlprune.models.io import load, load_tokenizer
 
 
 def toy_clip_scores(model_dir: str, count: int, probe_count: int, retrieval: bool) -> dict[str, float]:
     """``probe_*`` on ``count`` val scenes (probes fit on ``probe_count`` train scenes); with ``retrieval``,
     ``IR@1`` / ``TR@1`` on ``count`` val pairs and ``binding_*``."""
-    model, tokenizer = vlprune.load(model_dir), vlprune.load_tokenizer("toy-clip")
+    model, tokenizer = load(model_dir), load_tokenizer("toy-clip")
     row = cell_probe_accuracy(model, ToyWorld("train"), ToyWorld("val"), probe_count, count)
     if retrieval:
         metrics = evaluate(model, tokenizer, "retrieval", f"toyworld:val:{count}")["metrics"]

@@ -41,7 +41,8 @@ def write_report(path: Path, title: str, sections: list[tuple[str, str]]) -> Pat
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}} th{{background:#eee}} img{{max-width:100%}}</style>
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}} th{{background:#eee}}
+td:first-child,th:first-child{{text-align:left}} img{{max-width:100%}}</style>
 </head><body><h1>{html.escape(title)}</h1>
 {chr(10).join(parts)}
 </body></html>
