@@ -117,6 +117,16 @@ def shard_paths(pattern: str) -> list[Path]:
     return paths
 
 
+@dataclass
+class ImageFiles:
+    """Image files read when asked: ``image(i)`` is ``load_image(paths[i])``."""
+
+    paths: list[Path]
+
+    def image(self, index: int) -> np.ndarray:
+        return load_image(self.paths[index])
+
+
 # -- retrieval ---------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -168,8 +178,7 @@ class VQAData:
     """Questions with their image and annotator answers (``question_types`` when the data gives them)."""
 
     name: str
-    image_paths: list[Path] | None
-    source: object | None
+    source: object                       # anything with image(i): the toy world or ImageFiles
     questions: list[str]
     answers: list[list[str]]
     question_types: list[str]
@@ -178,7 +187,7 @@ class VQAData:
         return len(self.questions)
 
     def image(self, index: int) -> np.ndarray:
-        return self.source.image(index) if self.source is not None else load_image(self.image_paths[index])
+        return self.source.image(index)
 
 
 def _image_index(root: Path) -> dict[int, Path]:
@@ -196,7 +205,7 @@ def open_vqa(spec: DataSpec, image_size: int = 64) -> VQAData:
     if spec.kind == "toyworld":
         world = ToyWorld(spec.fields[0], image_size=image_size)
         scenes = [world.scene(i) for i in range(toy_count(spec) or len(world))]
-        return VQAData(spec.name, None, world, [s.question for s in scenes], [[s.answer] for s in scenes],
+        return VQAData(spec.name, world, [s.question for s in scenes], [[s.answer] for s in scenes],
                        [s.question_type for s in scenes])
     if spec.kind != "vqa":
         raise ValueError(f"--data {spec.text!r}: VQA reads toyworld or vqa data, not {spec.kind}")
@@ -230,7 +239,7 @@ def open_vqa(spec: DataSpec, image_size: int = 64) -> VQAData:
         types.append(str(annotation.get("question_type", "all")))
     if not texts:
         raise DatasetError(f"{questions_file}: no questions")
-    return VQAData(spec.name, paths, None, texts, answers, types)
+    return VQAData(spec.name, ImageFiles(paths), texts, answers, types)
 
 
 # -- zero-shot classification ------------------------------------------------------------------------------------
@@ -240,8 +249,7 @@ class ClassificationData:
     """Labelled images, class names in label order and prompt templates (``{}`` or ``{c}`` for the class)."""
 
     name: str
-    source: object | None
-    image_paths: list[Path] | None
+    source: object                       # anything with image(i): the toy world or ImageFiles
     labels: list[int]
     classnames: list[str]
     templates: Sequence[str]
@@ -250,7 +258,7 @@ class ClassificationData:
         return len(self.labels)
 
     def image(self, index: int) -> np.ndarray:
-        return self.source.image(index) if self.source is not None else load_image(self.image_paths[index])
+        return self.source.image(index)
 
 
 def _lines(path: str | Path, what: str) -> list[str]:
@@ -278,7 +286,7 @@ def open_classification(spec: DataSpec, classnames_file: str | None = None, temp
         world = ToyWorld("zeroshot", image_size=image_size)
         count = toy_count(spec) or len(world)
         labels = [world.classification(i)[1] for i in range(count)]
-        return ClassificationData("toyworld:zeroshot", world, None, labels, class_names(), ZEROSHOT_TEMPLATES)
+        return ClassificationData("toyworld:zeroshot", world, labels, class_names(), ZEROSHOT_TEMPLATES)
     if spec.kind != "folder":
         raise ValueError(f"--data {spec.text!r}: zero-shot classification reads toyworld or folder data")
     root = Path(spec.fields[0])
@@ -310,4 +318,4 @@ def open_classification(spec: DataSpec, classnames_file: str | None = None, temp
     bad = [t for t in templates if "{}" not in t and "{c}" not in t]
     if bad:
         raise DatasetError(f"--templates {templates_file}: template {bad[0]!r} has no '{{}}' or '{{c}}' for the class")
-    return ClassificationData(spec.name, None, paths, labels, [n.replace("_", " ") for n in names], templates)
+    return ClassificationData(spec.name, ImageFiles(paths), labels, [n.replace("_", " ") for n in names], templates)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from vlprune.data.pairs import to_pixels
 from vlprune.data.sources import (
     ClassificationData,
+    DataSpec,
     RetrievalData,
     VQAData,
     open_classification,
@@ -39,12 +40,16 @@ CLIP_BENCHMARK_TASKS = {"retrieval": "zeroshot_retrieval", "zeroshot": "zeroshot
 FLOP_COUNTER = "analytic, GFLOPs = 2 x MACs, matmuls incl. attention"
 
 
+def _toy_spec(split: str, count: int | None) -> DataSpec:
+    """``toyworld:SPLIT[:COUNT]`` as a parsed spec (a count beyond the split is refused there)."""
+    return parse_data(f"toyworld:{split}" + (f":{count}" if count is not None else ""))
+
+
 def _retrieval_data(data: ToyWorld | RetrievalData, count: int | None) -> RetrievalData:
     """A toy-world split (its first ``count`` items; more than it holds is refused, never clamped) or a set."""
     if isinstance(data, RetrievalData):
         return data
-    return open_retrieval(parse_data(f"toyworld:{data.split}" + (f":{count}" if count is not None else "")),
-                          data.image_size)
+    return open_retrieval(_toy_spec(data.split, count), data.image_size)
 
 
 def _chunks(n: int, size: int, desc: str) -> Iterator[range]:
@@ -215,8 +220,7 @@ def evaluate_zeroshot(model: Model, tokenizer: WordTokenizer, data: ToyWorld | C
     """Images classified with prompt ensembles: acc1, acc5, mean per-class recall (the toy world: single-object
     images by colour x shape)."""
     if not isinstance(data, ClassificationData):
-        data = open_classification(parse_data("toyworld:zeroshot" + (f":{count}" if count is not None else "")),
-                                   image_size=data.image_size)
+        data = open_classification(_toy_spec("zeroshot", count), image_size=data.image_size)
 
     def encode(texts: list[str]) -> torch.Tensor:
         return model.encode_text(*tokenizer(texts), normalize=True)
@@ -244,8 +248,7 @@ def evaluate_vqa(model: Model, tokenizer: WordTokenizer, data: ToyWorld | VQADat
         raise ValueError(f"the model has {model.config.num_answers} answers but the answer vocabulary has "
                          f"{len(vocabulary)}; save the model's answer list beside it")
     if not isinstance(data, VQAData):
-        data = open_vqa(parse_data(f"toyworld:{data.split}" + (f":{count}" if count is not None else "")),
-                        data.image_size)
+        data = open_vqa(_toy_spec(data.split, count), data.image_size)
     predictions: list[str] = []
     for idx in _chunks(len(data), batch_size, "questions"):
         ids, mask = tokenizer([data.questions[i] for i in idx])
